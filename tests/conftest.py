@@ -1,0 +1,5 @@
+"""Fixtures are grouped by concern in tests/fixtures/; each module is a plugin."""
+
+pytest_plugins = [
+    "tests.fixtures.model",
+]
