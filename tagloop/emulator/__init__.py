@@ -1,0 +1,9 @@
+"""A Pub/Sub emulator that the official google-cloud-pubsub client talks to unchanged.
+
+Dev/test tool only (`tagloop pubsub-emulator`, or `python -m tagloop.emulator`):
+the services never import it; they reach it through `PUBSUB_EMULATOR_HOST`.
+
+Modules: `broker` holds the state and delivery rules, `store` persists it
+(`--data-dir`), `service` maps the gRPC methods onto the broker, and `server`
+runs it all.
+"""
