@@ -1,0 +1,31 @@
+"""Turning a question title into the tokens the model sees.
+
+`analyze` is the single source of features: the vectorizer calls it while
+training and the fast serving path calls it per request, so the two can never
+drift apart.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import unicodedata
+
+# Keeps programming tokens whole: "c++", "c#", ".net", "node.js", "asp.net-mvc",
+# "python-3.x"; trailing punctuation ("end.") is not part of a token.
+_TOKEN = re.compile(r"[\w#+.\-]*\w[#+]*|[#+]{1,2}")
+
+
+def normalize_title(title: str) -> str:
+    """Unicode-compatible, case-folded, whitespace-collapsed title."""
+    return " ".join(unicodedata.normalize("NFKC", title).casefold().split())
+
+
+def tokenize(title: str) -> list[str]:
+    return _TOKEN.findall(normalize_title(title))
+
+
+def analyze(title: str) -> list[str]:
+    """Word unigrams and bigrams of the normalised title."""
+    tokens = tokenize(title)
+    return tokens + [f"{a} {b}" for a, b in itertools.pairwise(tokens)]
