@@ -182,7 +182,11 @@ class TagModel(BaseEstimator):
     def _prediction(self, scores: np.ndarray) -> Prediction:
         order = np.argsort(-scores, kind="stable")
         ranked = list(
-            zip(self.classes_[order].tolist(), scores[order].round(4).tolist(), strict=True)
+            zip(
+                self.classes_[order].tolist(),
+                scores[order].astype(np.float64).round(4).tolist(),
+                strict=True,
+            )
         )
         chosen = [tag for tag, score in ranked[: self.max_tags] if score >= 0.5]
         return Prediction(tags=chosen or [ranked[0][0]], scores=ranked)

@@ -1,0 +1,147 @@
+"""The `tagloop` command (contracts §1): one small function per subcommand.
+
+Each subcommand imports what it needs lazily so that `tagloop --help` and the
+light commands stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tagloop.logs import configure_logging
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from tagloop.bundle import save_bundle, sha256_file
+    from tagloop.data import load_labeled
+    from tagloop.model import TagModel
+
+    data = load_labeled(args.data)
+    started = time.perf_counter()
+    model = TagModel(C=args.C).fit(data.titles, data.tags)
+    seconds = time.perf_counter() - started
+    metadata = save_bundle(
+        model,
+        args.out,
+        {"fit_seconds": round(seconds, 3), "training_data_sha256": sha256_file(args.data)},
+    )
+    print(
+        f"trained on {len(data)} rows ({data.skipped or 'none'} skipped) in {seconds:.1f} s: "
+        f"{metadata['n_tags']} tags, {metadata['n_features']} features -> {args.out}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from tagloop.bundle import load_bundle
+    from tagloop.data import load_labeled
+    from tagloop.metrics import evaluate
+
+    model, _ = load_bundle(args.model)
+    data = load_labeled(args.data)
+    report = evaluate(model, data.titles, data.tags)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        for name, value in report.items():
+            print(f"{name:>24}  {value if value is None else round(value, 4)}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from tagloop.bundle import load_bundle
+
+    model, metadata = load_bundle(args.model)
+    for title, prediction in zip(args.titles, model.predict(args.titles), strict=True):
+        scores = [{"tag": tag, "score": score} for tag, score in prediction.scores[: args.top]]
+        print(
+            json.dumps(
+                {
+                    "title": title,
+                    "tags": prediction.tags,
+                    "scores": scores,
+                    "model_version": metadata.get("version"),
+                }
+            )
+        )
+    return 0
+
+
+SERVICES = {
+    # service name -> module whose `run(host, port) -> int` serves it in the foreground
+    "learning": "learning_service.serve",
+    "inference": "inference_service.serve",
+    "ui": "frontend.serve",
+}
+DEFAULT_PORTS = {"learning": 8010, "inference": 8001, "ui": 8080}
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import importlib
+    import os
+
+    from tagloop.settings import env_int, env_str
+
+    host = args.host or env_str(os.environ, "TAGLOOP_HOST", "127.0.0.1")
+    port = args.port or env_int(
+        os.environ, "TAGLOOP_PORT", DEFAULT_PORTS[args.service], minimum=1, maximum=65535
+    )
+    return importlib.import_module(SERVICES[args.service]).run(host, port)
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "predict": cmd_predict,
+    "serve": cmd_serve,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tagloop", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a model bundle from a labelled TSV file")
+    train.add_argument("--data", required=True, type=Path, help="TSV with title and tags columns")
+    train.add_argument("--out", required=True, type=Path, help="directory for the bundle")
+    train.add_argument("--C", type=float, default=0.3, help="SVM regularisation (default 0.3)")
+
+    evaluate = sub.add_parser("evaluate", help="score a model bundle on a labelled TSV file")
+    evaluate.add_argument("--model", required=True, type=Path)
+    evaluate.add_argument("--data", required=True, type=Path)
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+
+    predict = sub.add_parser("predict", help="tag titles with a model bundle (JSON lines)")
+    predict.add_argument("--model", required=True, type=Path)
+    predict.add_argument("--top", type=int, default=5, help="scores to print per title")
+    predict.add_argument("titles", nargs="+", metavar="TITLE")
+
+    serve = sub.add_parser("serve", help="run one service in the foreground")
+    serve.add_argument("service", choices=sorted(SERVICES))
+    serve.add_argument("--host", help="bind address (default: $TAGLOOP_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default: $TAGLOOP_PORT or the service's)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    configure_logging("cli")
+    args = build_parser().parse_args(argv)
+    from tagloop.bundle import BundleError
+    from tagloop.data import DataError
+    from tagloop.settings import ConfigError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (BundleError, DataError, ConfigError) as error:
+        print(f"tagloop {args.command}: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
