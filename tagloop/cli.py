@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from tagloop.emulator.options import add_arguments as add_emulator_arguments
 from tagloop.logs import configure_logging
 
 
@@ -95,11 +96,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return importlib.import_module(SERVICES[args.service]).run(host, port)
 
 
+def cmd_pubsub_emulator(args: argparse.Namespace) -> int:
+    from tagloop.emulator.server import run
+
+    return run(args)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "train": cmd_train,
     "evaluate": cmd_evaluate,
     "predict": cmd_predict,
     "serve": cmd_serve,
+    "pubsub-emulator": cmd_pubsub_emulator,
 }
 
 
@@ -126,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("service", choices=sorted(SERVICES))
     serve.add_argument("--host", help="bind address (default: $TAGLOOP_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: $TAGLOOP_PORT or the service's)")
+    add_emulator_arguments(
+        sub.add_parser("pubsub-emulator", help="run the local Pub/Sub emulator in the foreground")
+    )
     return parser
 
 

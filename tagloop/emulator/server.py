@@ -17,6 +17,7 @@ from pathlib import Path
 import grpc
 
 from tagloop.emulator.broker import Broker
+from tagloop.emulator.options import add_arguments
 from tagloop.emulator.service import PubSubService
 from tagloop.emulator.store import Store
 from tagloop.logs import configure_logging
@@ -26,20 +27,6 @@ log = logging.getLogger(__name__)
 HOUSEKEEPING_SECONDS = 0.1  # granularity of ack-deadline expiry and subscription TTLs
 MAX_MESSAGE_BYTES = 20 * 1024 * 1024  # Pub/Sub allows 10 MB requests; leave headroom
 STOP_GRACE_SECONDS = 1.0
-
-
-def build_parser(prog: str = "tagloop pubsub-emulator") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog, description="Local Google Cloud Pub/Sub emulator (gRPC, dev/test tool)."
-    )
-    parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8085, help="port; 0 picks a free one")
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        help="keep topics, subscriptions and unacknowledged messages here across restarts",
-    )
-    return parser
 
 
 async def _housekeeping(broker: Broker) -> None:
@@ -93,9 +80,8 @@ async def _serve_until_signal(args: argparse.Namespace) -> None:
     await serve(args.host, args.port, args.data_dir, stop)
 
 
-def run(argv: list[str] | None = None, prog: str = "tagloop pubsub-emulator") -> int:
-    """Entry point of the `pubsub-emulator` subcommand; returns the exit status."""
-    args = build_parser(prog).parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """Serve in the foreground with parsed `options`; returns the exit status."""
     configure_logging("pubsub-emulator")
     try:
         asyncio.run(_serve_until_signal(args))
@@ -105,5 +91,8 @@ def run(argv: list[str] | None = None, prog: str = "tagloop pubsub-emulator") ->
     return 0
 
 
-def main() -> None:
-    raise SystemExit(run(prog="python -m tagloop.emulator"))
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m tagloop.emulator", description="Local Google Cloud Pub/Sub emulator."
+    )
+    raise SystemExit(run(add_arguments(parser).parse_args(argv)))
