@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     configure_logging("pubsub-emulator")
     try:
         asyncio.run(_serve_until_signal(args))
-    except RuntimeError as error:  # grpc: the port is taken or the address is invalid
+    except RuntimeError as error:  # the port or the data directory is taken, a bad address
         log.error("pubsub emulator failed: %s", error)
         return 1
     return 0

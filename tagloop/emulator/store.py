@@ -11,6 +11,7 @@ reach (messages nobody holds, deliveries to deleted subscriptions) go away.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import sqlite3
 import threading
@@ -53,6 +54,13 @@ class Store:
 
     def __init__(self, data_dir: Path) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
+        # Two emulators on one directory would silently diverge; the lock dies with us.
+        self._lock_file = (data_dir / "pubsub.lock").open("w")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            raise RuntimeError(f"{data_dir} is in use by another emulator") from None
         self.path = data_dir / "pubsub.sqlite3"
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -153,6 +161,7 @@ class Store:
                 break
         self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self._db.close()
+        self._lock_file.close()
 
     def _apply(self, ops: list[Op]) -> BaseException | None:
         if not ops:
@@ -178,6 +187,7 @@ class Store:
             self._thread.join()
         else:
             self._db.close()
+            self._lock_file.close()
 
 
 def _settle(waiters: list[asyncio.Future[None]], error: BaseException | None) -> None:
