@@ -1,0 +1,70 @@
+"""HTTP request metrics shared by every Flask service, and the `/metrics` exposition.
+
+The names are used by the alert rules (observability/alerts.yml), so both
+services must export exactly these. Under gunicorn, prometheus-client runs in
+multiprocess mode (PROMETHEUS_MULTIPROC_DIR set before it is imported) and
+`/metrics` aggregates every worker's files; otherwise the process registry is
+exposed as usual.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from flask import Flask, Response, g, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+REQUESTS = Counter(
+    "tagloop_http_requests_total",
+    "HTTP requests answered, by route template, method and status code.",
+    ["endpoint", "method", "status"],
+)
+DURATION = Histogram(
+    "tagloop_http_request_duration_seconds",
+    "Time from request start to response, by route template and method.",
+    ["endpoint", "method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def install(app: Flask) -> None:
+    """Count and time every request; labels stay bounded (route template, known methods)."""
+
+    @app.before_request
+    def _start() -> None:
+        g.tagloop_started = time.perf_counter()
+
+    @app.after_request
+    def _record(response: Response) -> Response:
+        started = g.get("tagloop_started")
+        if started is not None:
+            rule = request.url_rule
+            endpoint = rule.rule if rule is not None else "unmatched"
+            method = request.method if request.method in _METHODS else "OTHER"
+            DURATION.labels(endpoint, method).observe(time.perf_counter() - started)
+            REQUESTS.labels(endpoint, method, str(response.status_code)).inc()
+        return response
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def exposition() -> Response:
+    """The `/metrics` answer: all workers' metrics in multiprocess mode, else this process's."""
+    if multiprocess_dir():
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
