@@ -6,13 +6,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
-from sklearn.metrics import (
-    accuracy_score,
-    average_precision_score,
-    f1_score,
-    hamming_loss,
-    roc_auc_score,
-)
+from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.preprocessing import MultiLabelBinarizer
 
 METRIC_NAMES = (
@@ -34,6 +28,21 @@ class Scorer(Protocol):
     def predict_tag_sets(self, titles: Sequence[str]) -> list[list[str]]: ...
 
 
+def _f1_scores(truth: np.ndarray, chosen: np.ndarray) -> dict[str, float]:
+    """Micro, macro and support-weighted F1 over the tags present in truth or predictions."""
+    tp = (truth & chosen).sum(axis=0)
+    errors = (truth ^ chosen).sum(axis=0)  # false positives + false negatives
+    seen = (tp + errors) > 0
+    per_tag = np.divide(2 * tp, 2 * tp + errors, out=np.zeros(len(tp)), where=seen)
+    support = truth.sum(axis=0)
+    total = 2 * tp.sum() + errors.sum()
+    return {
+        "f1_micro": float(2 * tp.sum() / total) if total else 0.0,
+        "f1_macro": float(per_tag[seen].mean()) if seen.any() else 0.0,
+        "f1_weighted": float(per_tag @ support / support.sum()) if support.sum() else 0.0,
+    }
+
+
 def evaluate(model: Scorer, titles: Sequence[str], tags: Sequence[Sequence[str]]) -> dict:
     """Set metrics on the chosen tags, ranking metrics on the scores.
 
@@ -44,24 +53,19 @@ def evaluate(model: Scorer, titles: Sequence[str], tags: Sequence[Sequence[str]]
     """
     labels = sorted(set(model.classes_.tolist()).union(*map(set, tags)))
     binarizer = MultiLabelBinarizer(classes=labels).fit([])
-    truth = binarizer.transform(tags)
-    chosen = binarizer.transform(model.predict_tag_sets(titles))
+    truth = binarizer.transform(tags).astype(bool)
+    chosen = binarizer.transform(model.predict_tag_sets(titles)).astype(bool)
 
     scores = np.zeros(truth.shape, dtype=np.float64)
     columns = np.searchsorted(labels, model.classes_)
     scores[:, columns] = model.predict_scores(titles)
 
-    seen = np.flatnonzero(truth.any(axis=0) | chosen.any(axis=0))
     rankable = np.flatnonzero(truth.any(axis=0) & ~truth.all(axis=0))
     ranked_truth, ranked_scores = truth[:, rankable], scores[:, rankable]
     return {
         "rows": len(titles),
-        "accuracy": float(accuracy_score(truth, chosen)),
-        "f1_micro": float(f1_score(truth, chosen, average="micro", zero_division=0)),
-        "f1_macro": float(f1_score(truth, chosen, average="macro", labels=seen, zero_division=0)),
-        "f1_weighted": float(
-            f1_score(truth, chosen, average="weighted", labels=seen, zero_division=0)
-        ),
+        "accuracy": float((truth == chosen).all(axis=1).mean()),
+        **_f1_scores(truth, chosen),
         # Undefined (None) when no tag has both classes, e.g. a one-row set.
         "average_precision_macro": float(average_precision_score(ranked_truth, ranked_scores))
         if rankable.size
@@ -69,5 +73,5 @@ def evaluate(model: Scorer, titles: Sequence[str], tags: Sequence[Sequence[str]]
         "roc_auc_macro": float(roc_auc_score(ranked_truth, ranked_scores))
         if rankable.size
         else None,
-        "hamming_loss": float(hamming_loss(truth, chosen)),
+        "hamming_loss": float((truth != chosen).mean()),
     }
