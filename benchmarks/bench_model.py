@@ -1,0 +1,110 @@
+"""Model benchmark: training time, test-set quality, in-process prediction latency.
+
+Run: ./dev bench:model   (or python benchmarks/bench_model.py)
+Writes benchmarks/results/model.json and model.md.
+Targets (issue 2): fit on train.tsv <= 15 s; one title p50 <= 0.5 ms, p99 <= 2 ms;
+F1 macro >= 0.50, F1 weighted >= 0.63 on test.tsv.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import command, machine
+
+from tagloop.data import load_labeled, load_titles
+from tagloop.metrics import evaluate
+from tagloop.model import TagModel
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def main() -> None:
+    train = load_labeled(ROOT / "data" / "train.tsv")
+    test = load_labeled(ROOT / "data" / "test.tsv")
+    titles = load_titles(ROOT / "data" / "unlabeled.tsv")
+
+    fit_seconds = []
+    for _ in range(3):
+        started = time.perf_counter()
+        model = TagModel().fit(train.titles, train.tags)
+        fit_seconds.append(time.perf_counter() - started)
+    quality = evaluate(model, test.titles, test.tags)
+
+    for title in titles[:500]:  # warm-up
+        model.predict([title])
+    latencies = []
+    for title in titles[:10_000]:
+        started = time.perf_counter()
+        model.predict([title])
+        latencies.append(time.perf_counter() - started)
+    ms = np.array(latencies) * 1000
+
+    batch = titles[:1000]
+    started = time.perf_counter()
+    rounds = 10
+    for _ in range(rounds):
+        model.predict(batch)
+    batch_rate = rounds * len(batch) / (time.perf_counter() - started)
+
+    results = {
+        "command": command(),
+        "machine": machine(),
+        "fit_seconds_median_of_3": round(statistics.median(fit_seconds), 2),
+        "fit_seconds": [round(s, 2) for s in fit_seconds],
+        "training_rows": len(train),
+        "single_title_ms": {
+            "p50": round(float(np.percentile(ms, 50)), 4),
+            "p90": round(float(np.percentile(ms, 90)), 4),
+            "p99": round(float(np.percentile(ms, 99)), 4),
+            "max": round(float(ms.max()), 4),
+            "n": len(ms),
+        },
+        "batch_1000_titles_per_second": round(batch_rate),
+        "test_metrics": {k: round(v, 4) if isinstance(v, float) else v for k, v in quality.items()},
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "model.json").write_text(json.dumps(results, indent=2) + "\n")
+    (RESULTS / "model.md").write_text(render(results))
+    print(render(results))
+
+
+def render(r: dict) -> str:
+    m, lat, q = r["machine"], r["single_title_ms"], r["test_metrics"]
+    baseline = {"accuracy": 0.300, "f1_micro": 0.614, "f1_macro": 0.405, "f1_weighted": 0.589,
+                "average_precision_macro": 0.488, "roc_auc_macro": 0.912}  # fmt: skip
+    rows = "\n".join(
+        f"| {name} | {q[name]} | {baseline.get(name, '')} |" for name in q if name != "rows"
+    )
+    return f"""# Model benchmark
+
+Command: `{r["command"]}` — {m["date"]}, {m["cpu"]}, {m["cores"]} cores, Python {m["python"]},
+load average {m["load_average_1m"]} at the end.
+
+| what | result | target |
+| --- | --- | --- |
+| fit on {r["training_rows"]} rows (median of 3) | {r["fit_seconds_median_of_3"]} s | <= 15 s |
+| one title, p50 | {lat["p50"]} ms | <= 0.5 ms |
+| one title, p90 | {lat["p90"]} ms | |
+| one title, p99 | {lat["p99"]} ms | <= 2 ms |
+| batch of 1,000 titles | {r["batch_1000_titles_per_second"]:,} titles/s | |
+
+Test-set quality ({q["rows"]} rows of data/test.tsv), against the baseline of
+data/README.md (TF-IDF + one-vs-rest logistic regression, 0.5 threshold):
+
+| metric | tagloop | baseline |
+| --- | --- | --- |
+{rows}
+"""
+
+
+if __name__ == "__main__":
+    main()
