@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.fixtures.model",
     "tests.fixtures.pubsub",
+    "tests.fixtures.infra",
 ]
