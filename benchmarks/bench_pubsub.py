@@ -170,6 +170,12 @@ def write_report(report: dict, out: Path) -> None:
         "library's own work; the CPU columns split one message's cost (publish + pull + ack)",
         "between the two processes.",
     ]
+    if report["load_before"][0] >= 0.5 * (info["cpus"] or 1):
+        lines += [
+            "",
+            "Contended: other work was using the CPUs during this run (see the load average),",
+            "so these rates understate what an idle machine gives.",
+        ]
     if report.get("note"):
         lines += ["", report["note"]]
     (out / "pubsub.md").write_text("\n".join(lines) + "\n")
