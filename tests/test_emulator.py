@@ -281,3 +281,29 @@ def test_streaming_pull_respects_the_requested_flow_control(clients: Clients, na
     finally:
         done.set()
         responses.cancel()
+
+
+def test_streaming_pull_errors_end_the_stream_with_their_status(clients: Clients, names: Names):
+    make_topic(clients, names)
+
+    def first_response(request: types.StreamingPullRequest) -> None:
+        next(iter(clients.subscriber.streaming_pull(requests=iter([request]))))
+
+    with pytest.raises(gexc.NotFound):
+        first_response(
+            types.StreamingPullRequest(
+                subscription=names.subscription("missing"), stream_ack_deadline_seconds=60
+            )
+        )
+    with pytest.raises(gexc.InvalidArgument):
+        first_response(
+            types.StreamingPullRequest(
+                subscription=names.subscription(), stream_ack_deadline_seconds=60, ack_ids=["bad"]
+            )
+        )
+    with pytest.raises(gexc.InvalidArgument):
+        first_response(
+            types.StreamingPullRequest(
+                subscription=names.subscription(), stream_ack_deadline_seconds=5
+            )
+        )

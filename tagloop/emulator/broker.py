@@ -131,7 +131,13 @@ class Stream:
         self.outstanding = 0
         self.outstanding_bytes = 0
         self.wake = asyncio.Event()
-        self.closed: grpc.StatusCode | None = None  # set when the server ends the stream
+        self.closed: BrokerError | None = None  # why the server ends the stream (OK: client left)
+
+    def end(self, reason: BrokerError) -> None:
+        """Make the stream's handler finish with `reason` (first reason wins)."""
+        if self.closed is None:
+            self.closed = reason
+        self.wake.set()
 
     def room(self) -> tuple[int, int]:
         """How many messages and bytes may still be sent before acks come back."""
@@ -206,11 +212,15 @@ def parse_ack_ids(ack_ids: Iterable[str]) -> list[tuple[int, int]]:
         raise invalid("You have passed an invalid ack ID to the service.") from None
 
 
+def check_ack_deadline(seconds: int) -> int:
+    """A subscription's or stream's ack deadline, in the range Pub/Sub accepts."""
+    if not MIN_ACK_DEADLINE <= seconds <= MAX_ACK_DEADLINE:
+        raise invalid(f"ack deadlines must be between {MIN_ACK_DEADLINE} and {MAX_ACK_DEADLINE}s")
+    return seconds
+
+
 def _validate_subscription(pb: Subscription) -> None:
-    if not MIN_ACK_DEADLINE <= pb.ack_deadline_seconds <= MAX_ACK_DEADLINE:
-        raise invalid(
-            f"ack_deadline_seconds must be between {MIN_ACK_DEADLINE} and {MAX_ACK_DEADLINE}"
-        )
+    check_ack_deadline(pb.ack_deadline_seconds)
     ttl = _ttl(pb)
     if ttl is not None and ttl <= 0:
         raise invalid("expiration_policy.ttl must be positive")
@@ -432,8 +442,7 @@ class Broker:
             topic.subscriptions.pop(sub.name, None)
         sub.deleted = True
         for stream in sub.streams:
-            stream.closed = grpc.StatusCode.NOT_FOUND
-            stream.wake.set()
+            stream.end(not_found(sub.name))
         sub.pull_event.set()
         gone = [seq for seq, stored in sub.pending.items() if self._unref(stored)]
         if self.store is not None:
@@ -510,11 +519,7 @@ class Broker:
                 return []
 
     def open_stream(self, name: str, max_messages: int, max_bytes: int, deadline: int) -> Stream:
-        if not MIN_ACK_DEADLINE <= deadline <= MAX_ACK_DEADLINE:
-            raise invalid(
-                f"stream_ack_deadline_seconds must be between {MIN_ACK_DEADLINE} "
-                f"and {MAX_ACK_DEADLINE}"
-            )
+        check_ack_deadline(deadline)
         if max_messages < 0 or max_bytes < 0:
             raise invalid("max_outstanding_messages and max_outstanding_bytes must not be negative")
         sub = self._subscription(name)

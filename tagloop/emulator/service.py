@@ -23,6 +23,7 @@ from tagloop.emulator.broker import (
     Broker,
     BrokerError,
     Stream,
+    check_ack_deadline,
     invalid,
 )
 
@@ -206,10 +207,9 @@ class PubSubService:
                 first.max_outstanding_bytes,
                 first.stream_ack_deadline_seconds,
             )
-            await self._stream_request(stream, first)
         except BrokerError as error:
             await context.abort(error.code, error.message)
-        reader = asyncio.create_task(self._read(requests, stream))
+        reader = asyncio.create_task(self._read(first, requests, stream))
         try:
             while stream.closed is None:
                 batch = self.broker.take(stream)
@@ -223,27 +223,29 @@ class PubSubService:
         finally:
             reader.cancel()
             self.broker.close_stream(stream)
-        if stream.closed is grpc.StatusCode.NOT_FOUND:
-            name = stream.subscription.name
-            await context.abort(stream.closed, f"Resource not found (resource={name}).")
+        reason = stream.closed
+        if reason is not None and reason.code is not grpc.StatusCode.OK:
+            await context.abort(reason.code, reason.message)
 
-    async def _read(self, requests: AsyncIterator[Any], stream: Stream) -> None:
+    async def _read(self, first: Any, requests: AsyncIterator[Any], stream: Stream) -> None:
+        """Apply the client's requests (the first one too) until it half-closes or errs."""
         try:
+            await self._stream_request(stream, first)
             async for request in requests:
                 await self._stream_request(stream, request)
+            stream.end(BrokerError(grpc.StatusCode.OK, "client half-closed the stream"))
         except BrokerError as error:
-            log.warning("bad request on a streaming pull: %s", error.message)
+            stream.end(error)
         except (grpc.RpcError, asyncio.InvalidStateError):
-            pass  # the client went away; the response side notices on its own
-        finally:
-            if stream.closed is None:
-                stream.closed = grpc.StatusCode.OK  # client half-closed: end the stream
-            stream.wake.set()
+            stream.end(BrokerError(grpc.StatusCode.CANCELLED, "the client went away"))
+        except Exception:
+            log.exception("internal error on a streaming pull")
+            stream.end(BrokerError(grpc.StatusCode.INTERNAL, "internal emulator error"))
 
     async def _stream_request(self, stream: Stream, request: Any) -> None:
         name = stream.subscription.name
         if request.stream_ack_deadline_seconds:
-            stream.ack_deadline = request.stream_ack_deadline_seconds
+            stream.ack_deadline = check_ack_deadline(request.stream_ack_deadline_seconds)
         ids, seconds = request.modify_deadline_ack_ids, request.modify_deadline_seconds
         if len(ids) != len(seconds):
             raise invalid("modify_deadline_ack_ids and modify_deadline_seconds differ in length")
