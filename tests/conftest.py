@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.model",
     "tests.fixtures.pubsub",
     "tests.fixtures.infra",
+    "tests.fixtures.s3",
 ]
