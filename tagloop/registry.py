@@ -123,14 +123,15 @@ def make_s3_client(
     Without explicit keys boto3's default chain applies (AWS_* variables,
     profiles, workload identity). Retries use botocore's standard or adaptive
     mode: exponential backoff with jitter on throttling, 5xx and connection
-    errors; timeouts are short so a dead endpoint fails fast instead of
-    hanging a request handler.
+    errors; `max_attempts` counts the first try, like AWS_MAX_ATTEMPTS.
+    Timeouts are short so a dead endpoint fails fast instead of hanging a
+    request handler.
     """
     config = Config(
         region_name=region,
         signature_version="s3v4",
         s3={"addressing_style": addressing_style},
-        retries={"mode": retry_mode, "max_attempts": max_attempts},
+        retries={"mode": retry_mode, "total_max_attempts": max_attempts},
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
         request_checksum_calculation="when_required",

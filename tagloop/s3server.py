@@ -197,6 +197,7 @@ class S3Server:
             "admin.port.grpc": admin + _ADMIN_GRPC_OFFSET,
             "admin.ui": "false",
             "s3.config": self.data_dir / IDENTITIES_FILE,
+            "s3.autoCreateBucket": "false",  # a missing bucket is an error, as on real S3
             "s3.port.iceberg": 0,
             "s3.port.lance": 0,
             "webdav": "false",
