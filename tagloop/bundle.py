@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from tagloop.errors import TagloopError
 from tagloop.messages import utc_now
 from tagloop.model import TagModel
 
@@ -29,7 +30,7 @@ _ARRAYS = ("coef", "intercept", "thresholds", "idf", "terms", "term_columns", "c
 _PARAMS = ("C", "min_df", "cv_folds", "min_positives", "max_tags", "random_state")
 
 
-class BundleError(ValueError):
+class BundleError(TagloopError, ValueError):
     """A bundle that is missing, tampered with, or not a tagloop model."""
 
 

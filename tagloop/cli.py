@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tagloop.emulator.options import add_arguments as add_emulator_arguments
+from tagloop.errors import TagloopError
 from tagloop.logs import configure_logging
 
 
@@ -143,13 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     configure_logging("cli")
     args = build_parser().parse_args(argv)
-    from tagloop.bundle import BundleError
-    from tagloop.data import DataError
-    from tagloop.settings import ConfigError
 
     try:
         return COMMANDS[args.command](args)
-    except (BundleError, DataError, ConfigError) as error:
+    except TagloopError as error:
         print(f"tagloop {args.command}: {error}", file=sys.stderr)
         return 2
 

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from tagloop.errors import TagloopError
 from tagloop.tags import InvalidTag, normalize_tags
 
 log = logging.getLogger(__name__)
 
 
-class DataError(ValueError):
+class DataError(TagloopError, ValueError):
     """The file cannot be used at all (unreadable, missing columns, no valid rows)."""
 
 

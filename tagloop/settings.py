@@ -13,8 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from tagloop.errors import TagloopError
 
-class ConfigError(ValueError):
+
+class ConfigError(TagloopError, ValueError):
     """A configuration variable is missing or invalid; the message names it."""
 
 
