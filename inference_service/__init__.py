@@ -1,0 +1,1 @@
+"""The inference API: Flask behind gunicorn, hot model reloads, feedback publishing."""

@@ -1,0 +1,54 @@
+"""The model a process serves, swapped atomically.
+
+A request reads `holder.current` once and uses that object to the end, so a
+swap never changes the model under a request in flight, and no request ever
+sees a half-loaded one: `LoadedModel` is complete and immutable before it is
+published by a single reference assignment.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from tagloop.model import TagModel
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A verified, warmed-up model with what the API reports about it."""
+
+    model: TagModel
+    version: str
+    metadata: dict[str, Any]
+    loaded_at: str
+    """RFC 3339 time the model was swapped in."""
+    loaded_at_unix: float
+    tags: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tags", self.model.classes_.tolist())
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        metrics = self.metadata.get("metrics")
+        return metrics if isinstance(metrics, dict) else {}
+
+
+class ModelHolder:
+    """One reference to the served model; writers serialise on a lock, readers never wait."""
+
+    def __init__(self) -> None:
+        self._current: LoadedModel | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def current(self) -> LoadedModel | None:
+        return self._current
+
+    def swap(self, loaded: LoadedModel) -> LoadedModel | None:
+        """Serve `loaded` from now on; returns the model it replaced."""
+        with self._lock:
+            previous, self._current = self._current, loaded
+        return previous

@@ -1,0 +1,57 @@
+"""Per-process state of an inference worker: the served model and its background parts.
+
+Created with the Flask app (cheap, no network), started after gunicorn forked
+the worker: gRPC channels and boto3 clients must belong to the process that
+uses them.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from inference_service.config import InferenceSettings
+from inference_service.feedback import FeedbackPublisher, RateLimiter
+from inference_service.loader import ModelLoader
+from inference_service.model_holder import ModelHolder
+from inference_service.reloader import Reloader
+from tagloop.bus import Bus
+from tagloop.registry import Registry
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    def __init__(self, settings: InferenceSettings) -> None:
+        self.settings = settings
+        self.holder = ModelHolder()
+        self.bus = Bus(settings.common.gcp_project)  # clients are created on first use
+        self.feedback = FeedbackPublisher(
+            self.bus,
+            settings.common.feedback_topic,
+            settings.publish_timeout_seconds,
+            RateLimiter(settings.feedback_rate, settings.feedback_burst),
+        )
+        self.reloader: Reloader | None = None
+
+    def start(self) -> None:
+        """Begin loading the promoted model and listening for updates (in the background)."""
+        registry = Registry.from_settings(self.settings.common)
+        self.reloader = Reloader(
+            self.bus,
+            registry,
+            ModelLoader(registry, self.settings.model_cache_dir),
+            self.holder,
+            self.settings.common.model_topic,
+            self.settings.reconcile_seconds,
+        )
+        self.reloader.start()
+
+    def stop(self) -> None:
+        """Clean shutdown: delete this process's subscription, flush and close the clients."""
+        if self.reloader is not None:
+            self.reloader.stop()
+            self.reloader = None
+        try:
+            self.bus.close()
+        except Exception as error:
+            log.warning("closing the Pub/Sub clients failed: %s", error)
