@@ -16,6 +16,7 @@ from pathlib import Path
 from tagloop.emulator.options import add_arguments as add_emulator_arguments
 from tagloop.errors import TagloopError
 from tagloop.logs import configure_logging
+from tagloop.s3server import add_arguments as add_s3_server_arguments
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -103,12 +104,19 @@ def cmd_pubsub_emulator(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_s3_server(args: argparse.Namespace) -> int:
+    from tagloop.s3server import run
+
+    return run(args)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "train": cmd_train,
     "evaluate": cmd_evaluate,
     "predict": cmd_predict,
     "serve": cmd_serve,
     "pubsub-emulator": cmd_pubsub_emulator,
+    "s3-server": cmd_s3_server,
 }
 
 
@@ -137,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default: $TAGLOOP_PORT or the service's)")
     add_emulator_arguments(
         sub.add_parser("pubsub-emulator", help="run the local Pub/Sub emulator in the foreground")
+    )
+    add_s3_server_arguments(
+        sub.add_parser("s3-server", help="run a local S3 server (SeaweedFS) in the foreground")
     )
     return parser
 

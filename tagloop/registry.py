@@ -40,6 +40,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
+from tagloop.errors import TagloopError
 from tagloop.messages import utc_now
 from tagloop.settings import CommonSettings, env_choice, env_int, env_str
 
@@ -67,7 +68,7 @@ _CREDENTIAL_CODES = frozenset(
 _CHUNK = 1 << 20
 
 
-class RegistryError(RuntimeError):
+class RegistryError(TagloopError):
     """The registry cannot do what was asked; the message says why and what to check."""
 
 

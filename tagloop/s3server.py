@@ -31,6 +31,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, TYPE_CHECKING
 
+from tagloop.errors import TagloopError
 from tagloop.settings import env_str
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ _INTERNAL_PORTS = (
 )
 
 
-class S3ServerError(RuntimeError):
+class S3ServerError(TagloopError):
     """SeaweedFS could not be found, did not start, or exited."""
 
 
@@ -240,7 +241,6 @@ class S3Server:
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=self._log,
-            start_new_session=True,  # the launcher, not the terminal, decides when it stops
         )
         try:
             self._wait_ready(started + timeout)
