@@ -321,5 +321,5 @@ def test_workload_identity_binds_the_chart_service_accounts(root: dict[str, list
     )
     assert set(resources(identity, "google_storage_hmac_key")) == {"service"}
     app = load_module(TERRAFORM / "modules" / "app")
-    secret = resources(app, "kubernetes_secret")["s3"]
+    secret = resources(app, "kubernetes_secret_v1")["s3"]
     assert set(secret["data"]) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}

@@ -3,7 +3,7 @@
 # the ingress address, and the Helm release of helm/tagloop with the
 # environment's values file plus what only Terraform knows.
 
-resource "kubernetes_namespace" "app" {
+resource "kubernetes_namespace_v1" "app" {
   metadata {
     name = var.namespace
     labels = {
@@ -12,12 +12,12 @@ resource "kubernetes_namespace" "app" {
   }
 }
 
-resource "kubernetes_secret" "s3" {
+resource "kubernetes_secret_v1" "s3" {
   for_each = var.kubernetes_service_accounts
 
   metadata {
     name      = "tagloop-${each.key}-s3"
-    namespace = kubernetes_namespace.app.metadata[0].name
+    namespace = kubernetes_namespace_v1.app.metadata[0].name
   }
 
   data = {
@@ -35,7 +35,7 @@ locals {
   component_values = {
     for key, ksa in var.kubernetes_service_accounts : key => {
       s3Credentials = {
-        existingSecret     = kubernetes_secret.s3[key].metadata[0].name
+        existingSecret     = kubernetes_secret_v1.s3[key].metadata[0].name
         accessKeyIdKey     = "AWS_ACCESS_KEY_ID"
         secretAccessKeyKey = "AWS_SECRET_ACCESS_KEY"
       }
@@ -76,7 +76,7 @@ locals {
 
 resource "helm_release" "tagloop" {
   name      = "tagloop"
-  namespace = kubernetes_namespace.app.metadata[0].name
+  namespace = kubernetes_namespace_v1.app.metadata[0].name
   chart     = var.chart_path
 
   values = [
