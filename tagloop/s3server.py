@@ -79,7 +79,7 @@ def weed_binary() -> Path:
     return Path(found)
 
 
-def _free_ports(count: int, host: str) -> list[int]:
+def free_ports(count: int, host: str) -> list[int]:
     """`count` distinct ports free on `host` now (all held open together so none repeats)."""
     with ExitStack() as stack:
         ports = []
@@ -181,7 +181,7 @@ class S3Server:
     def command(self) -> list[str]:
         """The `weed mini` command line; picks the internal ports (and the S3 port if 0)."""
         wanted = len(_INTERNAL_PORTS) + (self.port == 0)
-        ports = _free_ports(wanted, self._client_host)
+        ports = free_ports(wanted, self._client_host)
         if self.port == 0:
             self.port = ports.pop()
         internal = dict(zip(_INTERNAL_PORTS, ports, strict=True))
