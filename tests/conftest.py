@@ -5,4 +5,6 @@ pytest_plugins = [
     "tests.fixtures.pubsub",
     "tests.fixtures.infra",
     "tests.fixtures.s3",
+    "tests.fixtures.inference",
+    "tests.fixtures.learning",
 ]

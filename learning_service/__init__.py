@@ -1,0 +1,1 @@
+"""The singleton learner: durable feedback ingestion, gated refits, model broadcasts."""

@@ -1,0 +1,129 @@
+"""The learner's HTTP API (contracts §5): status, versions, retrain, promote, health, metrics.
+
+Admin endpoints (retrain, promote) need `Authorization: Bearer $TAGLOOP_ADMIN_TOKEN`;
+with no token configured they answer 403 and do nothing: disabled, never open.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+from flask import Flask, Response, jsonify, request
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from learning_service.learner import Learner
+from learning_service.refit import Busy
+from tagloop import httpmetrics
+from tagloop.registry import InvalidVersion, RegistryError, VersionNotFound
+from tagloop.web import ApiError, install_json_errors, install_security_headers
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+MAX_BODY_BYTES = 4096  # the admin endpoints take no body
+
+
+def _admin(token: str | None) -> Callable[[F], F]:
+    """Require the bearer token, compared in constant time."""
+
+    def decorate(view: F) -> F:
+        @wraps(view)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            if token is None:
+                raise ApiError(
+                    403, "admin_disabled", "admin endpoints are disabled (no TAGLOOP_ADMIN_TOKEN)"
+                )
+            scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                given.strip().encode(), token.encode()
+            ):
+                raise ApiError(
+                    401,
+                    "unauthorized",
+                    "send Authorization: Bearer <admin token>",
+                    {"WWW-Authenticate": 'Bearer realm="tagloop-learning"'},
+                )
+            return view(*args, **kwargs)
+
+        return guarded  # type: ignore[return-value]
+
+    return decorate
+
+
+def _registry_unavailable(error: RegistryError) -> ApiError:
+    return ApiError(503, "registry_unavailable", str(error), {"Retry-After": "5"})
+
+
+def create_app(learner: Learner) -> Flask:
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.json.sort_keys = False
+    install_json_errors(app)
+    install_security_headers(app)
+    httpmetrics.install(app)
+    admin = _admin(learner.settings.admin_token)
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return jsonify(status="ok")
+
+    @app.get("/readyz")
+    def readyz() -> tuple[Response, int]:
+        checks = learner.readiness()
+        ready = all(checks.values())
+        return jsonify(ready=ready, checks=checks), 200 if ready else 503
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        body = generate_latest(REGISTRY) + generate_latest(learner.metrics.registry)
+        return Response(body, mimetype=CONTENT_TYPE_LATEST)
+
+    @app.get("/api/status")
+    def status() -> Response:
+        return jsonify(learner.status())
+
+    @app.get("/api/models")
+    def models() -> Response:
+        """Every stored version (newest first) with its metrics and promotion decision."""
+        try:
+            versions = learner.registry.list_versions()
+            current = learner.registry.current_version()
+        except RegistryError as error:
+            raise _registry_unavailable(error) from None
+        return jsonify(current_version=current, models=versions[::-1])
+
+    @app.post("/api/retrain")
+    @admin
+    def retrain() -> tuple[Response, int]:
+        if not learner.refitter.loaded:
+            raise ApiError(503, "not_ready", "the model registry has not been reached yet")
+        starts_in = learner.refitter.request_retrain()
+        return jsonify(
+            scheduled=True,
+            starts_in_seconds=round(starts_in, 3),
+            fit_in_progress=learner.refitter.fit_in_progress,
+        ), 202
+
+    @app.post("/api/models/<version>/promote")
+    @admin
+    def promote(version: str) -> Response:
+        """Roll back or forward: current.json moves to `version` and replicas are told."""
+        try:
+            metadata = learner.refitter.promote(version)
+        except InvalidVersion as error:
+            raise ApiError(400, "invalid_version", str(error)) from None
+        except VersionNotFound as error:
+            raise ApiError(404, "version_not_found", str(error)) from None
+        except Busy as error:
+            raise ApiError(503, "busy", str(error), {"Retry-After": "5"}) from None
+        except RegistryError as error:
+            raise _registry_unavailable(error) from None
+        return jsonify(
+            version=metadata["version"],
+            decision=metadata["decision"],
+            metrics=metadata.get("metrics"),
+        )
+
+    return app

@@ -1,0 +1,76 @@
+"""Publishing model updates (contracts §3) with retries, latest version first.
+
+Replicas only care about the newest promoted model (and they re-read
+`models/current.json` on their own schedule), so while Pub/Sub is down a
+newer update replaces an older pending one instead of queueing behind it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from learning_service.metrics import LearnerMetrics
+from learning_service.retry import Stopped, retry
+from tagloop.bus import Bus
+from tagloop.messages import ModelUpdate
+
+log = logging.getLogger(__name__)
+
+
+class Broadcaster(threading.Thread):
+    def __init__(self, bus: Bus, topic: str, stop: threading.Event, metrics: LearnerMetrics):
+        super().__init__(name="broadcaster", daemon=True)
+        self.bus = bus
+        self.topic = topic
+        self.stop = stop
+        self.metrics = metrics
+        self._pending: ModelUpdate | None = None
+        self._wake = threading.Condition()
+
+    @property
+    def pending(self) -> str | None:
+        """The version waiting to be announced, if any."""
+        update = self._pending
+        return update.version if update else None
+
+    def announce(self, update: ModelUpdate) -> None:
+        with self._wake:
+            self._pending = update
+            self._wake.notify()
+
+    def wake(self) -> None:
+        """Let the thread notice `stop`."""
+        with self._wake:
+            self._wake.notify()
+
+    def run(self) -> None:
+        try:
+            retry(
+                "pubsub.ensure_topic",
+                lambda: self.bus.ensure_topic(self.topic),
+                self.stop,
+                self.metrics.retries,
+            )
+            while True:
+                with self._wake:
+                    while self._pending is None and not self.stop.is_set():
+                        self._wake.wait()
+                    update = self._pending
+                if update is None:
+                    return
+                retry(
+                    "pubsub.publish_model_update",
+                    lambda update=update: self.bus.publish(self.topic, update),
+                    self.stop,
+                    self.metrics.retries,
+                )
+                log.info(
+                    "announced model version %s", update.version, extra={"version": update.version}
+                )
+                with self._wake:
+                    if self._pending is update:
+                        self._pending = None
+        except Stopped:
+            if self._pending is not None:
+                log.warning("shutting down with model update %s unannounced", self._pending.version)

@@ -1,0 +1,128 @@
+"""The learner assembled: store, ingest loop, refitter and broadcaster around one stop event."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from learning_service.broadcast import Broadcaster
+from learning_service.config import LearnerSettings
+from learning_service.ingest import Ingestor
+from learning_service.metrics import LearnerMetrics
+from learning_service.refit import Refitter
+from learning_service.store import FeedbackStore
+from learning_service.training import Corpus, NewTagSupport
+from tagloop.bus import Bus, RejectLog
+from tagloop.data import load_labeled
+from tagloop.registry import Registry
+
+log = logging.getLogger(__name__)
+
+HELD_BACK_SHOWN = 50
+
+
+def load_corpus(path: Any) -> Corpus:
+    data = load_labeled(path)
+    return Corpus(data.titles, data.tags)
+
+
+class Learner:
+    """Owns the threads; `stop()` lets the ingest loop finish (store + ack) its batch."""
+
+    def __init__(self, settings: LearnerSettings, bus: Bus, registry: Registry) -> None:
+        self.settings = settings
+        self.bus = bus
+        self.registry = registry
+        self.metrics = LearnerMetrics()
+        self.stop_event = threading.Event()
+        bootstrap = load_corpus(settings.train_data)
+        test = load_corpus(settings.test_data)
+        self.store = FeedbackStore(settings.feedback_csv)
+        self.metrics.corpus_rows.labels("bootstrap").set(len(bootstrap))
+        self.metrics.corpus_rows.labels("feedback").set(len(self.store))
+        self.corpus_sizes = {"bootstrap_rows": len(bootstrap), "test_rows": len(test)}
+        self.support = NewTagSupport(
+            set().union(*map(set, bootstrap.tags)), settings.new_tag_min_support
+        )
+        self.broadcaster = Broadcaster(
+            bus, settings.common.model_topic, self.stop_event, self.metrics
+        )
+        self.refitter = Refitter(
+            settings,
+            self.store,
+            registry,
+            self.broadcaster,
+            self.metrics,
+            bootstrap,
+            test,
+            self.stop_event,
+        )
+        self.ingestor = Ingestor(
+            bus,
+            settings.common.feedback_topic,
+            settings.common.feedback_subscription,
+            self.store,
+            RejectLog(settings.rejects_log),
+            self.metrics,
+            self.support,
+            self.refitter.notify,
+            self.stop_event,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: LearnerSettings) -> Learner:
+        return cls(
+            settings, Bus(settings.common.gcp_project), Registry.from_settings(settings.common)
+        )
+
+    def start(self) -> None:
+        for thread in (self.broadcaster, self.refitter, self.ingestor):
+            thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop ingesting after the current batch, abandon a running fit, close clients."""
+        log.info("stopping the learner")
+        self.stop_event.set()
+        self.refitter.notify()
+        self.broadcaster.wake()
+        self.refitter.kill_worker()
+        for thread in (self.ingestor, self.refitter, self.broadcaster):
+            if thread.is_alive():
+                thread.join(timeout)
+        if self.ingestor.is_alive():
+            log.error("the ingest loop did not stop within %.0f s", timeout)
+        else:
+            self.store.close()
+        self.bus.close()
+
+    def readiness(self) -> dict[str, bool]:
+        """Ready = serving its purpose: a current model known and the subscription pulled."""
+        refitter = self.refitter
+        return {
+            "registry": refitter.loaded,
+            "model": refitter.current is not None,
+            "pubsub": self.ingestor.connected,
+        }
+
+    def status(self) -> dict[str, Any]:
+        refitter = self.refitter
+        current = refitter.current or {}
+        held_back = self.support.held_back()
+        return {
+            "current_version": current.get("version"),
+            "current_metrics": current.get("metrics"),
+            "corpus": {**self.corpus_sizes, "feedback_rows": len(self.store)},
+            "refit_every": self.settings.refit_every,
+            "samples_since_fit": refitter.samples_since_fit(),
+            "fit_in_progress": refitter.fit_in_progress,
+            "last_decision": refitter.last_decision,
+            "held_back_tags": {
+                "count": len(held_back),
+                "min_support": self.settings.new_tag_min_support,
+                "top": dict(sorted(held_back.items(), key=lambda item: -item[1])[:HELD_BACK_SHOWN]),
+            },
+            "online_quality": self.metrics.online_quality(),
+            "pending_broadcast": self.broadcaster.pending,
+            "ready": self.readiness(),
+        }

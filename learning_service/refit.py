@@ -1,0 +1,388 @@
+"""Refits: when to fit, fitting in a worker process, the promotion gate, the commit.
+
+One thread schedules and runs fits one at a time; the fit itself runs in a
+spawned worker process, so the ingest loop never waits for it or competes
+with it for the GIL. A fit starts when `refit_every` accepted samples arrived
+since the last one (or on request), at most once per `min_fit_interval`.
+A fit triggered the moment the threshold is crossed trains on exactly the
+samples up to it; samples beyond, or arriving during a fit, count toward the
+next one, which trains on everything stored when it starts (so a flood is
+absorbed in a few large fits rather than lagging behind in small ones).
+
+The candidate is scored on the fixed test set and promoted only if its F1
+macro is not worse than the current model's by more than the tolerance.
+Every candidate is stored in the registry with its decision; a promoted one
+also moves `current.json` and is broadcast. Registry calls are retried with
+backoff while ingestion goes on; the data is durable, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from datetime import datetime
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, TypeVar
+
+from learning_service.broadcast import Broadcaster
+from learning_service.config import LearnerSettings
+from learning_service.metrics import LearnerMetrics
+from learning_service.retry import Stopped, retry
+from learning_service.store import FeedbackStore
+from learning_service.training import (
+    Corpus,
+    fit_candidate,
+    score_bundle,
+    training_corpus,
+    warm_up,
+)
+from tagloop.messages import ModelUpdate
+from tagloop.registry import Registry, RegistryError, VersionNotFound, new_version
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+PROMOTE_LOCK_TIMEOUT = 10.0
+
+
+class Busy(RuntimeError):
+    """A candidate is being committed right now; try again shortly."""
+
+
+def gate(
+    candidate: Mapping[str, Any], current: Mapping[str, Any] | None, tolerance: float
+) -> tuple[dict[str, Any], str]:
+    """The promotion decision for a candidate's test metrics, and a short label for metrics."""
+    if current is None:
+        return {"promoted": True, "reason": "bootstrap: no current model to compare with"}, (
+            "bootstrap"
+        )
+    new, old = float(candidate["f1_macro"]), float(current["f1_macro"])
+    if new >= old - tolerance:
+        reason = f"f1_macro {new:.4f} vs current {old:.4f}: within tolerance {tolerance}"
+        return {"promoted": True, "reason": reason}, "gate_passed"
+    reason = f"f1_macro {new:.4f} is below the current {old:.4f} by more than {tolerance}"
+    return {"promoted": False, "reason": reason}, "f1_macro_regression"
+
+
+def _timestamp(rfc3339: str) -> float:
+    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
+
+
+class Refitter(threading.Thread):
+    """Schedules, runs and commits fits; also the learner's view of the current model."""
+
+    def __init__(
+        self,
+        settings: LearnerSettings,
+        store: FeedbackStore,
+        registry: Registry,
+        broadcaster: Broadcaster,
+        metrics: LearnerMetrics,
+        bootstrap: Corpus,
+        test: Corpus,
+        stop: threading.Event,
+    ) -> None:
+        super().__init__(name="refitter", daemon=True)
+        self.settings = settings
+        self.store = store
+        self.registry = registry
+        self.broadcaster = broadcaster
+        self.metrics = metrics
+        self.bootstrap = bootstrap
+        self.test = test
+        self.test_digest = test.digest()
+        self.stop = stop
+        self.work_dir = settings.data_dir / "work"
+        self._wake = threading.Condition()
+        self._commit_lock = threading.Lock()
+        self._pool: ProcessPoolExecutor | None = None
+        self._worker_pid: int | None = None
+        # Guarded by _wake:
+        self.loaded = False
+        self.mark = 0  # feedback rows the last fit started with
+        self.fit_in_progress = False
+        self.current: dict[str, Any] | None = None
+        self.last_decision: dict[str, Any] | None = None
+        self._needs_bootstrap = False
+        self._retrain_requested = False
+        self._last_start: float | None = None
+
+    # --- called from other threads --------------------------------------------
+
+    def notify(self) -> None:
+        """New samples were stored (or the learner is stopping): re-check the schedule."""
+        with self._wake:
+            self._wake.notify()
+
+    def request_retrain(self) -> float:
+        """Ask for a fit on everything stored; returns the seconds until it may start."""
+        with self._wake:
+            self._retrain_requested = True
+            self._wake.notify()
+            return max(0.0, self._seconds_until_allowed())
+
+    def samples_since_fit(self) -> int:
+        with self._wake:
+            return len(self.store) - self.mark
+
+    def promote(self, version: str) -> dict[str, Any]:
+        """Roll back or forward to a stored version: current.json, gauges, broadcast."""
+        if not self._commit_lock.acquire(timeout=PROMOTE_LOCK_TIMEOUT):
+            raise Busy("a candidate is being committed; try again")
+        try:
+            metadata = self.registry.promote(version)
+            self._became_current(metadata, "manual")
+        finally:
+            self._commit_lock.release()
+        with self._wake:
+            self.last_decision = self._decision_summary(metadata)
+        return metadata
+
+    def kill_worker(self) -> None:
+        """Abandon a running fit at shutdown (its samples are durable; the next start refits)."""
+        if self._worker_pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._worker_pid, signal.SIGKILL)
+
+    # --- the thread -------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            self._load_state()
+            while True:
+                snapshot, trigger = self._next_fit()
+                self._fit(snapshot, trigger)
+        except Stopped:
+            log.info("refitter stopped")
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _retry(self, operation: str, action: Callable[[], T]) -> T:
+        return retry(operation, action, self.stop, self.metrics.retries)
+
+    def _load_state(self) -> None:
+        """Where the last run left off: the current model and the feedback its successor needs."""
+        shutil.rmtree(self.work_dir, ignore_errors=True)  # candidates of a crashed run
+        self.work_dir.mkdir(parents=True)
+        versions = self._retry("registry.list_versions", self.registry.list_versions)
+        current = self._retry("registry.current_version", self.registry.current_version)
+        by_name = {meta["version"]: meta for meta in versions}
+        latest_rows = versions[-1].get("feedback_rows", 0) if versions else 0
+        with self._wake:
+            self.mark = min(latest_rows if isinstance(latest_rows, int) else 0, len(self.store))
+            self._needs_bootstrap = current is None
+            self.loaded = True
+        if current is not None:
+            metadata = by_name.get(current) or self._retry(
+                "registry.get_metadata", lambda: self.registry.get_metadata(current)
+            )
+            with self._wake:
+                self.current = metadata
+            self.metrics.set_current_model(
+                current, metadata.get("metrics", {}), _timestamp(metadata["created_at"])
+            )
+        log.info(
+            "current model %s; %d of %d feedback rows not yet in a fit",
+            current or "none (bootstrapping)",
+            len(self.store) - self.mark,
+            len(self.store),
+        )
+
+    def _seconds_until_allowed(self) -> float:
+        if self._last_start is None:
+            return 0.0
+        return self._last_start + self.settings.min_fit_interval_seconds - time.monotonic()
+
+    def _next_fit(self) -> tuple[int, str]:
+        """Wait until a fit is due and allowed; returns (feedback rows to use, trigger)."""
+        refit_every = self.settings.refit_every
+        with self._wake:
+            backlog = True  # due already: samples that piled up during the last fit or a wait
+            while not self.stop.is_set():
+                due = (
+                    self._needs_bootstrap
+                    or self._retrain_requested
+                    or len(self.store) - self.mark >= refit_every
+                )
+                if not due:
+                    backlog = False
+                    self._wake.wait()
+                    continue
+                wait = self._seconds_until_allowed()
+                if wait > 0:
+                    backlog = True
+                    self._wake.wait(wait)
+                    continue
+                if self._needs_bootstrap or self._retrain_requested:
+                    trigger = "bootstrap" if self._needs_bootstrap else "retrain"
+                    self._retrain_requested = False
+                    return len(self.store), trigger
+                return (len(self.store) if backlog else self.mark + refit_every), "samples"
+        raise Stopped("refit")
+
+    def _fit(self, snapshot: int, trigger: str) -> None:
+        train, held_back = training_corpus(
+            self.bootstrap, self.store.rows(snapshot), self.settings.new_tag_min_support
+        )
+        version = new_version()
+        with self._wake:
+            self.mark = snapshot
+            self._last_start = time.monotonic()
+            self.fit_in_progress = True
+        self.metrics.fit_in_progress.set(1)
+        work = Path(tempfile.mkdtemp(prefix=f"{version}-", dir=self.work_dir))
+        log.info(
+            "fitting candidate %s on %d rows (%d feedback rows, trigger: %s)",
+            version,
+            len(train),
+            snapshot,
+            trigger,
+            extra={"version": version, "training_rows": len(train), "trigger": trigger},
+        )
+        try:
+            started = time.monotonic()
+            try:
+                candidate = self._in_worker(
+                    fit_candidate,
+                    train,
+                    self.test,
+                    str(work),
+                    {
+                        "version": version,
+                        "trigger": trigger,
+                        "feedback_rows": snapshot,
+                        "held_back_tags": len(held_back),
+                        "test_data_sha256": self.test_digest,
+                    },
+                )
+            except (Stopped, BrokenProcessPool):
+                raise
+            except Exception:
+                log.exception("fitting candidate %s failed", version)
+                self.metrics.fit_failures.inc()
+                return
+            self.metrics.fit_duration.observe(time.monotonic() - started)
+            self._commit(version, work, candidate)
+        except BrokenProcessPool:
+            if self.stop.is_set():
+                raise Stopped("fit") from None
+            log.exception("the fit worker died while fitting %s", version)
+            self.metrics.fit_failures.inc()
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+            with self._wake:
+                self.fit_in_progress = False
+            self.metrics.fit_in_progress.set(0)
+
+    def _in_worker(self, function: Callable[..., T], *args: Any) -> T:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                1, mp_context=get_context("spawn"), initializer=warm_up
+            )
+            self._worker_pid = self._pool.submit(os.getpid).result()
+        try:
+            return self._pool.submit(function, *args).result()
+        except BrokenProcessPool:
+            self._pool.shutdown(wait=False)
+            self._pool = self._worker_pid = None
+            raise
+
+    def _commit(self, version: str, work: Path, candidate: dict[str, Any]) -> None:
+        """Gate against the model that is current now, store the candidate, maybe promote it."""
+        with self._commit_lock:
+            current = self._retry("registry.current_version", self.registry.current_version)
+            current_metrics = self._current_metrics(current) if current else None
+            decision, label = gate(
+                candidate["metrics"], current_metrics, self.settings.promotion_tolerance
+            )
+            metadata = {**candidate, "parent_version": current, "decision": decision}
+            self._retry("registry.put_version", lambda: self._put_once(version, work, metadata))
+            if decision["promoted"]:
+                self._retry("registry.set_current", lambda: self.registry.set_current(version))
+                self._became_current(metadata, label)
+            else:
+                self.metrics.rejections.labels(label).inc()
+        log.info(
+            "candidate %s %s: %s",
+            version,
+            "promoted" if decision["promoted"] else "rejected",
+            decision["reason"],
+            extra={"version": version, "decision": decision, "metrics": candidate["metrics"]},
+        )
+        with self._wake:
+            self.last_decision = self._decision_summary(metadata)
+            self._needs_bootstrap = False  # promoted now, or another model was current
+
+    def _put_once(self, version: str, work: Path, metadata: dict[str, Any]) -> str:
+        """put_version, treating "already stored by an attempt whose answer was lost" as done."""
+        try:
+            return self.registry.put_version(version, work, metadata)
+        except RegistryError:
+            try:
+                stored = self.registry.get_metadata(version)
+            except VersionNotFound:
+                raise
+            if stored.get("sha256") != metadata["sha256"]:
+                raise
+            return self.registry.artifact_uri(version)
+
+    def _current_metrics(self, version: str) -> dict[str, Any] | None:
+        """The current model's test metrics; re-scored if they were measured on another test set."""
+        metadata = self._retry("registry.get_metadata", lambda: self.registry.get_metadata(version))
+        metrics = metadata.get("metrics")
+        if metadata.get("test_data_sha256") == self.test_digest and isinstance(metrics, dict):
+            return metrics
+        log.info("test set changed since %s was scored: re-scoring it", version)
+        bundle = Path(tempfile.mkdtemp(prefix=f"current-{version}-", dir=self.work_dir))
+        try:
+            self._retry("registry.fetch", lambda: self.registry.fetch(version, bundle))
+            return self._in_worker(score_bundle, str(bundle), metadata["sha256"], self.test)
+        except (Stopped, BrokenProcessPool):
+            raise
+        except Exception:
+            log.exception("current model %s cannot be scored; gating against nothing", version)
+            return None
+        finally:
+            shutil.rmtree(bundle, ignore_errors=True)
+
+    def _became_current(self, metadata: dict[str, Any], label: str) -> None:
+        version = metadata["version"]
+        metrics = metadata.get("metrics", {})
+        with self._wake:
+            self.current = metadata
+        self.metrics.set_current_model(version, metrics, time.time())
+        self.metrics.promotions.labels(label).inc()
+        self.broadcaster.announce(
+            ModelUpdate(
+                version=version,
+                artifact_uri=self.registry.artifact_uri(version),
+                sha256=metadata["sha256"],
+                created_at=metadata["created_at"],
+                metrics={
+                    name: value
+                    for name, value in metrics.items()
+                    if isinstance(value, int | float) and not isinstance(value, bool)
+                },
+            )
+        )
+
+    @staticmethod
+    def _decision_summary(metadata: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            "version": metadata["version"],
+            **metadata["decision"],
+            "f1_macro": metadata.get("metrics", {}).get("f1_macro"),
+        }

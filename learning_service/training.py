@@ -1,0 +1,122 @@
+"""What a fit trains on, and the fit itself (which runs in the worker process).
+
+The training set is the bootstrap corpus plus every accepted correction, with
+one guard: a tag the bootstrap corpus does not know enters training only once
+it was given to at least `min_support` distinct titles, so a typo or one
+user's invented tag never becomes a class. Until then it is held back (the
+row is still stored; it trains on its other tags, if any).
+
+`fit_candidate` and `score_bundle` are the worker's entry points: plain
+functions of picklable arguments, importing the scikit-learn stack lazily so
+the learner's own process stays light.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from learning_service.store import StoredFeedback
+
+
+@dataclass(frozen=True)
+class Corpus:
+    titles: list[str]
+    tags: list[list[str]]
+
+    def __len__(self) -> int:
+        return len(self.titles)
+
+    def digest(self) -> str:
+        """sha256 of the exact rows, recorded so a model can be traced to its data."""
+        digest = hashlib.sha256()
+        for title, tags in zip(self.titles, self.tags, strict=True):
+            digest.update(json.dumps([title, tags], ensure_ascii=False).encode() + b"\n")
+        return digest.hexdigest()
+
+
+class NewTagSupport:
+    """Distinct titles per tag outside the known vocabulary (thread-safe)."""
+
+    def __init__(self, known: set[str], min_support: int) -> None:
+        self.known = known
+        self.min_support = min_support
+        self._titles: dict[str, set[str]] = defaultdict(set)
+        self._lock = threading.Lock()
+
+    def add(self, title: str, tags: Iterable[str]) -> None:
+        with self._lock:
+            for tag in tags:
+                if tag not in self.known:
+                    self._titles[tag].add(title.casefold())
+
+    def eligible(self, tag: str) -> bool:
+        with self._lock:
+            return tag in self.known or len(self._titles.get(tag, ())) >= self.min_support
+
+    def held_back(self) -> dict[str, int]:
+        """New tags still below the threshold, with their current support."""
+        with self._lock:
+            return {
+                tag: len(titles)
+                for tag, titles in sorted(self._titles.items())
+                if len(titles) < self.min_support
+            }
+
+
+def training_corpus(
+    bootstrap: Corpus, feedback: Sequence[StoredFeedback], min_support: int
+) -> tuple[Corpus, dict[str, int]]:
+    """Bootstrap rows + feedback rows minus held-back tags; also returns the held-back tags."""
+    support = NewTagSupport(set().union(*map(set, bootstrap.tags)), min_support)
+    for row in feedback:
+        support.add(row.title, row.tags)
+    titles, tags = list(bootstrap.titles), list(bootstrap.tags)
+    for row in feedback:
+        kept = [tag for tag in row.tags if support.eligible(tag)]
+        if kept:
+            titles.append(row.title)
+            tags.append(kept)
+    return Corpus(titles, tags), support.held_back()
+
+
+def warm_up() -> None:
+    """Worker initializer: pay the scikit-learn import once, before the first fit."""
+    import tagloop.bundle
+    import tagloop.metrics  # noqa: F401
+
+
+def fit_candidate(train: Corpus, test: Corpus, out_dir: str, metadata: dict[str, Any]) -> dict:
+    """Fit on `train`, save the bundle to `out_dir`, score it on `test`; returns its metadata."""
+    from tagloop.bundle import save_bundle
+    from tagloop.metrics import evaluate
+    from tagloop.model import TagModel
+
+    started = time.perf_counter()
+    model = TagModel().fit(train.titles, train.tags)
+    fitted = time.perf_counter()
+    metrics = evaluate(model, test.titles, test.tags)
+    timings = {
+        "fit_seconds": round(fitted - started, 3),
+        "evaluate_seconds": round(time.perf_counter() - fitted, 3),
+    }
+    return save_bundle(
+        model,
+        out_dir,
+        {**metadata, **timings, "metrics": metrics, "training_data_sha256": train.digest()},
+    )
+
+
+def score_bundle(bundle_dir: str, expected_sha256: str | None, test: Corpus) -> dict:
+    """Score an existing bundle on `test` (the current model, when the test set changed)."""
+    from tagloop.bundle import load_bundle
+    from tagloop.metrics import evaluate
+
+    model, _ = load_bundle(bundle_dir, expected_sha256)
+    return evaluate(model, test.titles, test.tags)
