@@ -1,0 +1,173 @@
+"""Forwarding `/api/*` to the inference replicas: round-robin with failover.
+
+Each request starts at the next upstream in turn. A connection that cannot be
+established moves on to the next upstream, and the failed one is tried last
+for a few seconds, so a stopped replica costs one refused connection rather
+than one per request. A request whose connection broke after it was sent is
+retried elsewhere only when the method is idempotent: a feedback POST must not
+be published twice.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+# Request headers worth passing on; everything else (cookies, auth of the UI
+# origin, hop-by-hop headers) stays at the edge.
+FORWARDED_REQUEST_HEADERS = ("Content-Type", "Accept", "Accept-Language", "X-Request-ID")
+
+# Hop-by-hop headers (RFC 9110 §7.6.1) and those the WSGI server recomputes.
+DROPPED_RESPONSE_HEADERS = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "content-encoding",
+        "server",
+        "date",
+    }
+)
+
+CONNECT_TIMEOUT_SECONDS = 2.0
+DOWN_SECONDS = 5.0
+
+
+class UpstreamError(Exception):
+    """No upstream produced an answer; `status`/`code` become the JSON error."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: bytes
+    headers: list[tuple[str, str]]
+    upstream: str
+
+
+def _connect_failed(error: requests.ConnectionError) -> bool:
+    """True when the request never reached the upstream (safe to send elsewhere)."""
+    if isinstance(error, requests.ConnectTimeout):
+        return True
+    reason = getattr(error.args[0], "reason", None) if error.args else None
+    return isinstance(reason, NewConnectionError | ConnectTimeoutError)
+
+
+class UpstreamPool:
+    """A pooled HTTP client over several equivalent base URLs."""
+
+    def __init__(
+        self,
+        upstreams: Iterable[str],
+        timeout_seconds: float,
+        pool_size: int = 10,
+        on_attempt: Callable[[str, str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.upstreams = tuple(upstreams)
+        self.timeout = (min(CONNECT_TIMEOUT_SECONDS, timeout_seconds), timeout_seconds)
+        self.session = requests.Session()
+        self.session.trust_env = False  # never route replica traffic through an HTTP proxy
+        adapter = HTTPAdapter(pool_connections=len(self.upstreams), pool_maxsize=pool_size)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self._on_attempt = on_attempt or (lambda upstream, outcome: None)
+        self._clock = clock
+        self._turn = itertools.count()
+        self._lock = threading.Lock()
+        self._down_until: dict[str, float] = {}
+
+    def order(self) -> list[str]:
+        """Upstreams to try for the next request: round-robin, recently failed ones last."""
+        with self._lock:
+            start = next(self._turn) % len(self.upstreams)
+            now = self._clock()
+            down = {u for u, until in self._down_until.items() if until > now}
+        rotated = self.upstreams[start:] + self.upstreams[:start]
+        return [u for u in rotated if u not in down] + [u for u in rotated if u in down]
+
+    def _mark(self, upstream: str, healthy: bool) -> None:
+        with self._lock:
+            if healthy:
+                self._down_until.pop(upstream, None)
+            else:
+                self._down_until[upstream] = self._clock() + DOWN_SECONDS
+
+    def forward(
+        self,
+        method: str,
+        path: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        forwarded: Mapping[str, str],
+    ) -> Answer:
+        """Send one request and return the first upstream answer.
+
+        `path` includes the query string; of the client's `headers` only the
+        content-negotiation ones pass; `forwarded` (X-Forwarded-*) is added as is.
+        """
+        lowered = {name.lower(): value for name, value in headers.items()}
+        sent = {n: lowered[n.lower()] for n in FORWARDED_REQUEST_HEADERS if n.lower() in lowered}
+        sent.update(forwarded)
+        sent["Accept-Encoding"] = "identity"
+        for upstream in self.order():
+            try:
+                response = self.session.request(
+                    method,
+                    upstream + path,
+                    data=body or None,
+                    headers=sent,
+                    timeout=self.timeout,
+                    allow_redirects=False,
+                )
+            except requests.ConnectionError as error:
+                if _connect_failed(error):
+                    self._mark(upstream, healthy=False)
+                    self._on_attempt(upstream, "connect_error")
+                    continue
+                self._on_attempt(upstream, "broken")
+                if method in IDEMPOTENT_METHODS:
+                    continue
+                raise UpstreamError(
+                    502, "upstream_failed", "The tagging service dropped the connection."
+                ) from error
+            except requests.Timeout as error:
+                self._on_attempt(upstream, "timeout")
+                raise UpstreamError(
+                    504, "upstream_timeout", "The tagging service took too long to answer."
+                ) from error
+            self._mark(upstream, healthy=True)
+            self._on_attempt(upstream, "ok")
+            kept = [
+                (name, value)
+                for name, value in response.raw.headers.items()
+                if name.lower() not in DROPPED_RESPONSE_HEADERS
+            ]
+            return Answer(response.status_code, response.content, kept, upstream)
+        raise UpstreamError(
+            503, "upstream_unavailable", "The tagging service cannot be reached right now."
+        )
+
+    def close(self) -> None:
+        self.session.close()

@@ -1,0 +1,96 @@
+"""`tagloop serve ui`: the UI server under gunicorn (gthread), as in the container image.
+
+Settings and the queue file are validated in the master before any worker
+starts, so a bad variable or file stops start-up with a clear message instead
+of a loop of failing workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+from gunicorn import glogging
+from gunicorn.app.base import BaseApplication
+
+from frontend.settings import UISettings
+from frontend.tag_rules import tag_rules
+from tagloop.data import load_titles
+from tagloop.logs import configure_logging
+
+log = logging.getLogger(__name__)
+
+
+class _RootLogger(glogging.Logger):
+    """Gunicorn's messages go through the root logger, hence `configure_logging`'s format."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        self.error_log.handlers.clear()
+        self.error_log.propagate = True
+
+
+def _child_exit(server: Any, worker: Any) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+class _Application(BaseApplication):
+    def __init__(self, factory: Callable[[], Any], options: dict[str, Any]) -> None:
+        self.factory = factory
+        self.options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        return self.factory()
+
+
+def gunicorn_options(settings: UISettings, host: str, port: int) -> dict[str, Any]:
+    bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return {
+        "bind": [bind],
+        "workers": settings.workers,
+        "threads": settings.threads,
+        "worker_class": "gthread",
+        "timeout": 30,
+        # Below Kubernetes' 30 s termination grace period.
+        "graceful_timeout": 20,
+        "keepalive": 5,
+        "accesslog": None,
+        "errorlog": "-",
+        "loglevel": os.environ.get("TAGLOOP_LOG_LEVEL", "info").lower(),
+        "logger_class": _RootLogger,
+        "proc_name": "tagloop-ui",
+        "control_socket_disable": True,
+        "child_exit": _child_exit,
+    }
+
+
+def run(host: str, port: int) -> int:
+    """Serve in the foreground until SIGTERM/SIGINT."""
+    configure_logging("ui")
+    settings = UISettings.from_env()
+    titles = load_titles(settings.unlabeled_data)
+    # prometheus_client picks its multi-process mode when first imported.
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tagloop-ui-metrics-")
+    from frontend.app import create_app
+
+    tag_rules()  # computed once here, inherited by every worker
+    log.info(
+        "UI on %s:%s, %d queued titles, upstreams %s",
+        host,
+        port,
+        len(titles),
+        ", ".join(settings.upstreams),
+    )
+    _Application(lambda: create_app(settings, titles), gunicorn_options(settings, host, port)).run()
+    return 0

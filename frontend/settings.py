@@ -1,0 +1,65 @@
+"""UI server settings, read once from the environment at start-up."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from tagloop.settings import ConfigError, env_float, env_int, env_str
+
+DEFAULT_UPSTREAMS = "http://127.0.0.1:8001,http://127.0.0.1:8002"
+
+
+def parse_upstreams(name: str, raw: str) -> tuple[str, ...]:
+    """Comma-separated http(s) base URLs without query or fragment; trailing '/' dropped."""
+    upstreams: list[str] = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        parts = urlsplit(item)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ConfigError(f"{name}: {item!r} is not an http(s)://host[:port] URL")
+        if parts.query or parts.fragment:
+            raise ConfigError(f"{name}: {item!r} must not have a query or fragment")
+        try:
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError:
+            raise ConfigError(f"{name}: {item!r} has an invalid port") from None
+        upstreams.append(item.rstrip("/"))
+    if not upstreams:
+        raise ConfigError(f"{name} must list at least one inference URL")
+    return tuple(dict.fromkeys(upstreams))
+
+
+@dataclass(frozen=True)
+class UISettings:
+    upstreams: tuple[str, ...]
+    unlabeled_data: Path
+    workers: int
+    threads: int
+    upstream_timeout_seconds: float
+    proxy_hops: int
+    model_poll_seconds: float
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> UISettings:
+        env = os.environ if env is None else env
+        return cls(
+            upstreams=parse_upstreams(
+                "TAGLOOP_UI_UPSTREAMS", env_str(env, "TAGLOOP_UI_UPSTREAMS", DEFAULT_UPSTREAMS)
+            ),
+            unlabeled_data=Path(env_str(env, "TAGLOOP_UNLABELED_DATA", "data/unlabeled.tsv")),
+            workers=env_int(env, "TAGLOOP_WORKERS", 2, minimum=1, maximum=64),
+            threads=env_int(env, "TAGLOOP_THREADS", 4, minimum=1, maximum=256),
+            upstream_timeout_seconds=env_float(
+                env, "TAGLOOP_UI_UPSTREAM_TIMEOUT_SECONDS", 30.0, minimum=0.1, maximum=300.0
+            ),
+            # Proxies in front of the UI (an ingress) whose X-Forwarded-* headers are trusted.
+            proxy_hops=env_int(env, "TAGLOOP_PROXY_HOPS", 0, minimum=0, maximum=10),
+            model_poll_seconds=env_float(
+                env, "TAGLOOP_UI_MODEL_POLL_SECONDS", 15.0, minimum=0.1, maximum=3600.0
+            ),
+        )
