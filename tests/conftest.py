@@ -7,4 +7,6 @@ pytest_plugins = [
     "tests.fixtures.s3",
     "tests.fixtures.inference",
     "tests.fixtures.learning",
+    "tests.fixtures.browser",
+    "tests.fixtures.ui",
 ]
