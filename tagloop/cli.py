@@ -17,6 +17,7 @@ from tagloop.emulator.options import add_arguments as add_emulator_arguments
 from tagloop.errors import TagloopError
 from tagloop.logs import configure_logging
 from tagloop.s3server import add_arguments as add_s3_server_arguments
+from tagloop.stack import add_arguments as add_stack_arguments
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -110,6 +111,18 @@ def cmd_s3_server(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_up(args: argparse.Namespace) -> int:
+    from tagloop.stack import run_up
+
+    return run_up(args)
+
+
+def cmd_reset(args: argparse.Namespace) -> int:
+    from tagloop.stack import run_reset
+
+    return run_reset(args)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "train": cmd_train,
     "evaluate": cmd_evaluate,
@@ -117,6 +130,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": cmd_serve,
     "pubsub-emulator": cmd_pubsub_emulator,
     "s3-server": cmd_s3_server,
+    "up": cmd_up,
+    "reset": cmd_reset,
 }
 
 
@@ -148,6 +163,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_s3_server_arguments(
         sub.add_parser("s3-server", help="run a local S3 server (SeaweedFS) in the foreground")
+    )
+    add_stack_arguments(
+        sub.add_parser("up", help="run the whole local stack under supervisor until Ctrl+C"),
+        up=True,
+    )
+    add_stack_arguments(
+        sub.add_parser("reset", help="wipe the local stack's state (./var)"), up=False
     )
     return parser
 

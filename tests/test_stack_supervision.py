@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tagloop.stack import Ports, Probes, Stack, StackError, prepare, reset
+from tagloop.stack import Ports, Stack, StackError, prepare, reset
+from tagloop.stackrun import Probes
 from tagloop.supervision import Supervisor, shutdown, spawn_supervisord
 from tests.fixtures.stack import free_base_port
 from tests.fixtures.wait import wait_until
