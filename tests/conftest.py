@@ -9,4 +9,6 @@ pytest_plugins = [
     "tests.fixtures.learning",
     "tests.fixtures.browser",
     "tests.fixtures.ui",
+    "tests.fixtures.observability",
+    "tests.fixtures.stack",
 ]
