@@ -38,7 +38,15 @@ def steps_text(job: dict[str, Any]) -> str:
 
 
 def test_actionlint_passes_every_workflow() -> None:
-    result = run(tool("actionlint"), "-no-color", cwd=ROOT)
+    files = sorted(WORKFLOWS.glob("*.yml"))
+    assert {f.name for f in files} >= {
+        "ci.yml",
+        "release.yml",
+        "deploy.yml",
+        "scale-test-nodes.yml",
+    }
+    # Files named explicitly: actionlint then needs no git checkout around them.
+    result = run(tool("actionlint"), "-no-color", *files, cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout == ""
 
