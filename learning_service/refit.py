@@ -76,6 +76,24 @@ def gate(
     return {"promoted": False, "reason": reason}, "f1_macro_regression"
 
 
+def fit_snapshot(
+    stored: int, mark: int, refit_every: int, *, requested: bool, backlog: bool
+) -> int | None:
+    """How many feedback rows the next fit trains on; None while no fit is due.
+
+    `mark`: rows the previous fit started with. `requested`: a retrain or the
+    bootstrap asked for everything. `backlog`: the fit was held back (by the
+    previous fit or the minimum interval), so it takes everything stored;
+    otherwise it was triggered by crossing the threshold and takes exactly
+    the samples up to it.
+    """
+    if requested:
+        return stored
+    if stored - mark < refit_every:
+        return None
+    return stored if backlog else mark + refit_every
+
+
 def _timestamp(rfc3339: str) -> float:
     return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
 
@@ -208,16 +226,18 @@ class Refitter(threading.Thread):
 
     def _next_fit(self) -> tuple[int, str]:
         """Wait until a fit is due and allowed; returns (feedback rows to use, trigger)."""
-        refit_every = self.settings.refit_every
         with self._wake:
             backlog = True  # due already: samples that piled up during the last fit or a wait
             while not self.stop.is_set():
-                due = (
-                    self._needs_bootstrap
-                    or self._retrain_requested
-                    or len(self.store) - self.mark >= refit_every
+                requested = self._needs_bootstrap or self._retrain_requested
+                snapshot = fit_snapshot(
+                    len(self.store),
+                    self.mark,
+                    self.settings.refit_every,
+                    requested=requested,
+                    backlog=backlog,
                 )
-                if not due:
+                if snapshot is None:
                     backlog = False
                     self._wake.wait()
                     continue
@@ -226,11 +246,11 @@ class Refitter(threading.Thread):
                     backlog = True
                     self._wake.wait(wait)
                     continue
-                if self._needs_bootstrap or self._retrain_requested:
+                trigger = "samples"
+                if requested:
                     trigger = "bootstrap" if self._needs_bootstrap else "retrain"
-                    self._retrain_requested = False
-                    return len(self.store), trigger
-                return (len(self.store) if backlog else self.mark + refit_every), "samples"
+                self._retrain_requested = False
+                return snapshot, trigger
         raise Stopped("refit")
 
     def _fit(self, snapshot: int, trigger: str) -> None:
