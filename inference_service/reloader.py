@@ -23,6 +23,7 @@ import threading
 import time
 from concurrent.futures import CancelledError
 
+from google.api_core import exceptions as gexc
 from google.cloud.pubsub_v1.subscriber.futures import StreamingPullFuture
 
 from inference_service import metrics
@@ -133,12 +134,13 @@ class Reloader:
     def _subscribe(self) -> bool:
         assert self.subscription is not None
         try:
-            self.bus.ensure_topic(self.model_topic)
-            self.bus.ensure_subscription(
-                self.model_topic,
-                self.subscription,
-                expiration_ttl_seconds=SUBSCRIPTION_TTL_SECONDS,
-            )
+            try:
+                self._ensure_subscription()
+            except gexc.NotFound:
+                # No topic yet: only in a local stack where nothing created it (in the
+                # cloud Terraform does, and this process may not create topics).
+                self.bus.ensure_topic(self.model_topic)
+                self._ensure_subscription()
             future = self.bus.subscribe(self.subscription, self._on_message, max_messages=10)
         except Exception as error:
             log.warning("cannot subscribe to %s (will retry): %s", self.model_topic, error)
@@ -147,6 +149,12 @@ class Reloader:
         self._future = future
         log.info("listening for model updates on %s", self.subscription)
         return True
+
+    def _ensure_subscription(self) -> None:
+        assert self.subscription is not None
+        self.bus.ensure_subscription(
+            self.model_topic, self.subscription, expiration_ttl_seconds=SUBSCRIPTION_TTL_SECONDS
+        )
 
     def _on_stream_end(self, future: StreamingPullFuture) -> None:
         """The stream died (not by `stop`): subscribe again from the loop."""
