@@ -12,13 +12,14 @@ from pathlib import Path
 from urllib.parse import quote
 
 from flask import Flask, Response, g, jsonify, request, send_from_directory
-from werkzeug.exceptions import HTTPException
+from prometheus_client import Counter
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from frontend import metrics
 from frontend.proxy import UpstreamError, UpstreamPool
 from frontend.settings import UISettings
 from frontend.tag_rules import tag_rules
+from tagloop import httpmetrics
+from tagloop.web import ApiError, error_response, install_json_errors, install_security_headers
 
 log = logging.getLogger(__name__)
 
@@ -28,31 +29,27 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 MAX_BODY_BYTES = 2 * 1024 * 1024
 MAX_QUEUE_PAGE = 100
 
-SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
-        "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
-        "form-action 'self'; frame-ancestors 'none'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+# Everything the page loads comes from this origin; nothing inline, no framing.
+PAGE_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+PAGE_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
-    "Cross-Origin-Resource-Policy": "same-origin",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=(), usb=()",
 }
 QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
 
+UPSTREAM_ATTEMPTS = Counter(
+    "tagloop_ui_upstream_attempts_total",
+    "Requests the UI sent to inference replicas, by outcome (ok, connect_error, broken, timeout).",
+    ["upstream", "outcome"],
+)
 
-def error_response(status: int, code: str, message: str) -> Response:
-    """The contracts §5 error body."""
-    response = jsonify(error={"code": code, "message": message})
-    response.status_code = status
-    return response
 
-
-class QueryError(ValueError):
-    """A bad query-string parameter (answered with 400)."""
+def _count_attempt(upstream: str, outcome: str) -> None:
+    UPSTREAM_ATTEMPTS.labels(upstream, outcome).inc()
 
 
 def _query_int(name: str, default: int, minimum: int, maximum: int) -> int:
@@ -60,9 +57,13 @@ def _query_int(name: str, default: int, minimum: int, maximum: int) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise QueryError(f"{name} must be an integer, got {raw[:20]!r}") from None
+        raise ApiError(
+            400, "invalid_query", f"{name} must be an integer, got {raw[:20]!r}"
+        ) from None
     if not minimum <= value <= maximum:
-        raise QueryError(f"{name} must be between {minimum} and {maximum}, got {value}")
+        raise ApiError(
+            400, "invalid_query", f"{name} must be between {minimum} and {maximum}, got {value}"
+        )
     return value
 
 
@@ -78,7 +79,7 @@ def create_app(settings: UISettings, titles: list[str], pool: UpstreamPool | Non
         settings.upstreams,
         settings.upstream_timeout_seconds,
         pool_size=settings.threads,
-        on_attempt=metrics.count_upstream,
+        on_attempt=_count_attempt,
     )
     client_config = {
         "model_poll_seconds": settings.model_poll_seconds,
@@ -86,17 +87,20 @@ def create_app(settings: UISettings, titles: list[str], pool: UpstreamPool | Non
         "tag_rules": tag_rules(),
     }
 
+    install_json_errors(app)
+    httpmetrics.install(app)
+    install_security_headers(app, csp=PAGE_CSP)
+
     @app.before_request
     def start_timer() -> None:
         g.started = time.perf_counter()
 
     @app.after_request
     def finish(response: Response) -> Response:
-        for name, value in SECURITY_HEADERS.items():
+        for name, value in PAGE_HEADERS.items():
             response.headers.setdefault(name, value)
         route = request.url_rule.rule if request.url_rule else "unmatched"
         seconds = time.perf_counter() - g.get("started", time.perf_counter())
-        metrics.observe(request.method, route, response.status_code, seconds)
         log.log(
             logging.DEBUG if route in QUIET_ROUTES else logging.INFO,
             "%s %s %s",
@@ -112,18 +116,6 @@ def create_app(settings: UISettings, titles: list[str], pool: UpstreamPool | Non
             },
         )
         return response
-
-    @app.errorhandler(HTTPException)
-    def http_error(error: HTTPException) -> Response:
-        code = (error.name or "error").lower().replace(" ", "_")
-        response = error_response(error.code or 500, code, error.description or error.name)
-        if error.code == 405 and error.valid_methods:  # type: ignore[attr-defined]
-            response.headers["Allow"] = ", ".join(error.valid_methods)  # type: ignore[attr-defined]
-        return response
-
-    @app.errorhandler(QueryError)
-    def query_error(error: QueryError) -> Response:
-        return error_response(400, "invalid_query", str(error))
 
     @app.get("/")
     def index() -> Response:
@@ -162,9 +154,7 @@ def create_app(settings: UISettings, titles: list[str], pool: UpstreamPool | Non
             )
         except UpstreamError as error:
             log.warning("no upstream answered %s %s: %s", request.method, request.path, error)
-            response = error_response(error.status, error.code, error.message)
-            response.headers["Retry-After"] = "5"
-            return response
+            return error_response(error.status, error.code, error.message, {"Retry-After": "5"})
         g.upstream = answer.upstream
         return Response(answer.body, status=answer.status, headers=answer.headers)
 
@@ -179,7 +169,6 @@ def create_app(settings: UISettings, titles: list[str], pool: UpstreamPool | Non
 
     @app.get("/metrics")
     def prometheus() -> Response:
-        body, content_type = metrics.render()
-        return Response(body, content_type=content_type)
+        return httpmetrics.exposition()
 
     return app

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
+import shutil
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +18,7 @@ from gunicorn.app.base import BaseApplication
 
 from frontend.settings import UISettings
 from frontend.tag_rules import tag_rules
+from inference_service.serve import fresh_metrics_dir
 from tagloop.data import load_titles
 from tagloop.logs import configure_logging
 
@@ -75,13 +76,13 @@ def gunicorn_options(settings: UISettings, host: str, port: int) -> dict[str, An
 
 
 def run(host: str, port: int) -> int:
-    """Serve in the foreground until SIGTERM/SIGINT."""
+    """Serve in the foreground until SIGTERM/SIGINT; returns gunicorn's exit status."""
     configure_logging("ui")
     settings = UISettings.from_env()
     titles = load_titles(settings.unlabeled_data)
-    # prometheus_client picks its multi-process mode when first imported.
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tagloop-ui-metrics-")
+    # prometheus_client picks its multi-process mode when first imported, so the
+    # directory is set before the app module (and prometheus_client) is loaded.
+    metrics_dir, created = fresh_metrics_dir()
     from frontend.app import create_app
 
     tag_rules()  # computed once here, inherited by every worker
@@ -92,5 +93,14 @@ def run(host: str, port: int) -> int:
         len(titles),
         ", ".join(settings.upstreams),
     )
-    _Application(lambda: create_app(settings, titles), gunicorn_options(settings, host, port)).run()
+    server = _Application(
+        lambda: create_app(settings, titles), gunicorn_options(settings, host, port)
+    )
+    try:
+        server.run()
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else 1
+    finally:
+        if created:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
