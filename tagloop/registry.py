@@ -80,6 +80,10 @@ class VersionNotFound(RegistryError):
     """No complete version by that name (absent, or its metadata.json was never written)."""
 
 
+class CorruptObject(RegistryError):
+    """A registry object that is not what the layout says (bad JSON, wrong shape)."""
+
+
 class InvalidVersion(RegistryError, ValueError):
     """A version string that cannot be a registry key (e.g. contains '/')."""
 
@@ -286,10 +290,9 @@ class Registry:
         try:
             return json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise RegistryError(f"s3://{self.bucket}/{key} is not valid JSON: {error}") from None
+            raise CorruptObject(f"s3://{self.bucket}/{key} is not valid JSON: {error}") from None
 
-    def _put_json(self, key: str, value: Any, action: str) -> None:
-        body = json.dumps(value, indent=2, sort_keys=True).encode()
+    def _put_json(self, key: str, body: bytes, action: str) -> None:
         with self._s3(action):
             self.client.put_object(
                 Bucket=self.bucket, Key=key, Body=body, ContentType="application/json"
@@ -342,6 +345,7 @@ class Registry:
             "sha256": sha256,
         }
         _check_decision(document["decision"])
+        encoded = _encode(document)  # unserialisable metadata fails before anything is uploaded
         with self._s3(f"upload {self.artifact_key(version)}"), artifact.open("rb") as body:
             self.client.put_object(
                 Bucket=self.bucket,
@@ -351,7 +355,7 @@ class Registry:
                 ContentType="application/octet-stream",
                 Metadata={"sha256": sha256},
             )
-        self._put_json(self.metadata_key(version), document, f"upload {self.metadata_key(version)}")
+        self._put_json(self.metadata_key(version), encoded, f"upload {self.metadata_key(version)}")
         log.info("stored model version %s", version, extra={"version": version, "sha256": sha256})
         return self.artifact_uri(version)
 
@@ -360,7 +364,7 @@ class Registry:
         key = self.metadata_key(version)
         metadata = self._get_json(key, f"read {key}", self._missing(version))
         if not isinstance(metadata, dict) or not isinstance(metadata.get("sha256"), str):
-            raise RegistryError(f"s3://{self.bucket}/{key}: not a model metadata object")
+            raise CorruptObject(f"s3://{self.bucket}/{key}: not a model metadata object")
         return metadata
 
     def current_version(self) -> str | None:
@@ -370,7 +374,7 @@ class Registry:
         except _Absent:
             return None
         if not isinstance(pointer, dict) or not isinstance(pointer.get("version"), str):
-            raise RegistryError(f's3://{self.bucket}/{CURRENT_KEY}: expected {{"version": str}}')
+            raise CorruptObject(f's3://{self.bucket}/{CURRENT_KEY}: expected {{"version": str}}')
         return pointer["version"]
 
     def set_current(self, version: str) -> None:
@@ -384,11 +388,15 @@ class Registry:
             )
         if not self._exists(self.artifact_key(version), f"check {self.artifact_key(version)}"):
             raise VersionNotFound(f"model version {version!r} has metadata but no artifact")
-        self._put_json(CURRENT_KEY, {"version": version}, f"write {CURRENT_KEY}")
+        self._put_json(CURRENT_KEY, _encode({"version": version}), f"write {CURRENT_KEY}")
         log.info("current model version is now %s", version, extra={"version": version})
 
     def list_versions(self) -> list[dict[str, Any]]:
-        """Every complete version's metadata, oldest first; unreadable ones are logged and skipped."""
+        """Every complete version's metadata, oldest first.
+
+        A corrupt or oddly named entry is logged and skipped, so one bad
+        object cannot hide every other version; S3 failures still raise.
+        """
         versions: list[str] = []
         with self._s3("list model versions"):
             for page in self.client.get_paginator("list_objects_v2").paginate(
@@ -402,7 +410,7 @@ class Registry:
         def read(version: str) -> dict[str, Any] | None:
             try:
                 return self.get_metadata(version)
-            except RegistryError as error:
+            except (CorruptObject, InvalidVersion, VersionNotFound) as error:
                 log.warning("skipping model version %s: %s", version, error)
                 return None
 
@@ -448,7 +456,7 @@ class Registry:
         if not (isinstance(decision, dict) and decision.get("promoted") is True):
             metadata["decision"] = {"promoted": True, "reason": reason}
             key = self.metadata_key(version)
-            self._put_json(key, metadata, f"update {key}")
+            self._put_json(key, _encode(metadata), f"update {key}")
         self.set_current(version)
         return metadata
 
@@ -480,6 +488,13 @@ class Registry:
 
 class _Absent(RegistryError):
     """Internal: an object that is legitimately missing (no current.json yet, a free key)."""
+
+
+def _encode(value: Any) -> bytes:
+    try:
+        return json.dumps(value, indent=2, sort_keys=True, allow_nan=False).encode()
+    except (TypeError, ValueError) as error:
+        raise RegistryError(f"metadata is not plain JSON: {error}") from None
 
 
 def _write_json_atomically(path: Path, value: Any) -> None:

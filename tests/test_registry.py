@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tagloop.registry import (
+    CorruptObject,
     IntegrityError,
     InvalidVersion,
     NotPromoted,
@@ -149,7 +150,10 @@ def test_put_version_validates_its_input(registry: Registry, tmp_path: Path) -> 
         registry.put_version(version, bundle, {"decision": {"promoted": "yes"}})
     with pytest.raises(RegistryError, match="no artifact"):
         registry.put_version(version, tmp_path / "empty", {})
-    assert registry.list_versions() == []  # nothing was uploaded by a refused put
+    with pytest.raises(RegistryError, match="not plain JSON"):
+        registry.put_version(version, bundle, {"metrics": {"f1_macro": float("nan")}})
+    listing = registry.client.list_objects_v2(Bucket=registry.bucket)
+    assert listing.get("Contents", []) == []  # a refused put uploads nothing
 
     registry.put_version(version, bundle, {})
     with pytest.raises(RegistryError, match="immutable"):
@@ -165,10 +169,10 @@ def test_unreadable_metadata_and_pointer(registry: Registry, tmp_path: Path) -> 
         Bucket=registry.bucket, Key=f"models/{broken}/metadata.json", Body=b"{not json"
     )
     assert [m["version"] for m in registry.list_versions()] == [good]
-    with pytest.raises(RegistryError, match="not valid JSON"):
+    with pytest.raises(CorruptObject, match="not valid JSON"):
         registry.get_metadata(broken)
     registry.client.put_object(Bucket=registry.bucket, Key="models/current.json", Body=b"[]")
-    with pytest.raises(RegistryError, match=r"current\.json"):
+    with pytest.raises(CorruptObject, match=r"current\.json"):
         registry.current_version()
 
 
