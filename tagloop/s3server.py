@@ -204,6 +204,12 @@ class S3Server:
             "webdav": "false",
             "master.telemetry": "false",
             "volume.preStopSeconds": 0,
+            # Every bucket is a collection with volumes of its own; left to
+            # itself mini derives the volume count from the free disk (a few
+            # on a small CI disk), too few for a test run's many buckets.
+            # Volumes are sparse files, so a generous count costs nothing.
+            "master.volumeSizeLimitMB": 256,
+            "volume.max": 1000,
         }
         weed = [
             str(weed_binary()),
