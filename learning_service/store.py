@@ -142,7 +142,7 @@ class FeedbackStore:
         self._dir_lock = self._lock_directory(path.parent / LOCK_NAME)
         try:
             self._recover()
-            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             if os.fstat(self._fd).st_size == 0:
                 self._write(HEADER)
                 _fsync_directory(path.parent)
@@ -209,6 +209,8 @@ class FeedbackStore:
 
     def _write(self, data: bytes) -> None:
         """Append all of `data` durably, or leave the file as it was and raise OSError."""
+        if self._fd is None:
+            raise OSError(f"{self.path} is closed")
         start = os.fstat(self._fd).st_size
         try:
             view = memoryview(data)
@@ -244,8 +246,11 @@ class FeedbackStore:
         return feedback_id in self._ids
 
     def close(self) -> None:
-        os.close(self._fd)
-        os.close(self._dir_lock)
+        """Release the file and the directory lock (idempotent)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            os.close(self._dir_lock)
+            self._fd = None
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tagloop.bus import Bus
 from tagloop.data import load_labeled
 from tagloop.messages import Feedback, ModelUpdate, parse_model_update
-from tests.fixtures.learning import DATA_DIR, LearnerProcess, LearnerStack
+from tests.fixtures.learning import DATA_DIR, LearnerProcess, LearnerStack, metric
 from tests.fixtures.wait import wait_until
 
 METADATA_KEYS = {
@@ -109,4 +111,143 @@ def test_250_corrections_with_refit_every_100_refit_exactly_twice(
     assert learner.metric("tagloop_model_info", version=refits[1]["version"]) == 1
     assert learner.metric("tagloop_model_f1_macro") == refits[1]["metrics"]["f1_macro"]
     assert learner.metric("tagloop_fit_duration_seconds_count") == 3
+    assert learner.stop() == 0
+
+
+def poisoned(rows: list[tuple[str, list[str]]], vocabulary: list[str]) -> list[Feedback]:
+    """Label flipping: python titles tagged java (and vice versa), every other tag shifted."""
+    flip = {tag: vocabulary[(i + 1) % len(vocabulary)] for i, tag in enumerate(vocabulary)}
+    flip |= {"python": "java", "java": "python"}
+    return [
+        Feedback(
+            title=title, tags=sorted({flip.get(t, t) for t in tags}), feedback_id=f"poison-{i}"
+        )
+        for i, (title, tags) in enumerate(rows)
+    ]
+
+
+def test_a_poisoned_candidate_is_rejected_and_nothing_changes_for_replicas(
+    learner_stack: LearnerStack, feedback_rows: list[tuple[str, list[str]]]
+):
+    updates = learner_stack.subscribe_updates()
+    learner = learner_stack.learner(TAGLOOP_REFIT_EVERY="100000").start()
+    bootstrap = learner.get("/api/status")["current_version"]
+    wait_until(lambda: pull_updates(learner_stack.bus, updates), what="bootstrap broadcast")
+    vocabulary = sorted({tag for _, tags in feedback_rows for tag in tags})
+
+    publish(
+        learner_stack.bus, learner_stack.feedback_topic, poisoned(feedback_rows[:1000], vocabulary)
+    )
+    wait_until(lambda: learner.get("/api/status")["corpus"]["feedback_rows"] == 1000, timeout=30)
+    answer = learner.post("/api/retrain")
+    assert answer.status_code == 202 and answer.json()["scheduled"] is True
+
+    def decided() -> dict:
+        status = learner.get("/api/status")
+        last = status["last_decision"] or {}
+        return status if last.get("version") not in (None, bootstrap) else {}
+
+    status = wait_until(decided, timeout=60, what="the poisoned candidate's decision")
+    candidate = status["last_decision"]
+    assert candidate["promoted"] is False
+    assert "f1_macro" in candidate["reason"] and "below the current" in candidate["reason"]
+    assert status["current_version"] == bootstrap
+    assert learner_stack.registry.current_version() == bootstrap
+    stored = learner_stack.registry.get_metadata(candidate["version"])
+    assert stored["decision"] == {"promoted": False, "reason": candidate["reason"]}
+    assert stored["trigger"] == "retrain" and stored["parent_version"] == bootstrap
+    assert pull_updates(learner_stack.bus, updates) == []  # no broadcast
+    assert learner.metric("tagloop_model_rejections_total", reason="f1_macro_regression") == 1
+    assert learner.metric("tagloop_model_info", version=bootstrap) == 1
+
+    # An operator may still roll forward to it deliberately, and back again; both are announced.
+    for version in (candidate["version"], bootstrap):
+        answer = learner.post(f"/api/models/{version}/promote")
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["decision"]["promoted"] is True
+        assert learner_stack.registry.current_version() == version
+        assert learner.get("/api/status")["current_version"] == version
+    announced = wait_until(lambda: pull_updates(learner_stack.bus, updates), what="broadcasts")
+    assert [u.version for u in announced][-1] == bootstrap
+    listed = learner.get("/api/models")
+    assert listed["current_version"] == bootstrap
+    assert [m["version"] for m in listed["models"]] == [candidate["version"], bootstrap]
+    assert listed["models"][0]["decision"]["reason"] == "manual promotion"
+    assert learner.metric("tagloop_model_promotions_total", reason="manual") == 2
+    assert learner.stop() == 0
+
+
+GOOD = {"title": "How to merge two dicts in Python?", "tags": ["python"], "feedback_id": "good"}
+FEEDBACK = {"schema": "tagloop.feedback.v1"}
+BAD_PAYLOADS = {
+    "not JSON": (b"{'title': 'python dict'", FEEDBACK, "not_json"),
+    "not UTF-8": (b'{"title": "\xff\xfe"}', FEEDBACK, "not_json"),
+    "not an object": (json.dumps([GOOD]).encode(), FEEDBACK, "wrong_type"),
+    "title of the wrong type": (json.dumps({**GOOD, "title": 42}).encode(), FEEDBACK, "wrong_type"),
+    "tags of the wrong type": (
+        json.dumps({**GOOD, "tags": "python"}).encode(),
+        FEEDBACK,
+        "wrong_type",
+    ),
+    "missing title": (json.dumps({"tags": ["python"]}).encode(), FEEDBACK, "wrong_type"),
+    "missing tags": (json.dumps({"title": "x"}).encode(), FEEDBACK, "wrong_type"),
+    "huge title": (json.dumps({**GOOD, "title": "a" * 5000}).encode(), FEEDBACK, "title_too_long"),
+    "huge payload": (json.dumps({**GOOD, "x": "a" * 70_000}).encode(), FEEDBACK, "too_large"),
+    "empty title": (json.dumps({**GOOD, "title": "  "}).encode(), FEEDBACK, "empty_title"),
+    "empty tags": (json.dumps({**GOOD, "tags": []}).encode(), FEEDBACK, "no_tags"),
+    "invalid tag": (json.dumps({**GOOD, "tags": ["no/slashes"]}).encode(), FEEDBACK, "invalid_tag"),
+    "too many tags": (
+        json.dumps({**GOOD, "tags": [f"tag{i}" for i in range(11)]}).encode(),
+        FEEDBACK,
+        "too_many_tags",
+    ),
+    "control characters in the id": (
+        json.dumps({**GOOD, "feedback_id": "a\nb"}).encode(),
+        FEEDBACK,
+        "bad_feedback_id",
+    ),
+    "unknown schema": (
+        json.dumps(GOOD).encode(),
+        {"schema": "tagloop.feedback.v9"},
+        "unknown_schema",
+    ),
+    "no schema": (json.dumps(GOOD).encode(), {}, "unknown_schema"),
+}
+
+
+def test_every_bad_payload_is_acked_logged_counted_and_the_learner_keeps_going(
+    learner_stack: LearnerStack,
+):
+    learner = learner_stack.learner().start(ready=False)
+    path = learner_stack.bus.ensure_topic(learner_stack.feedback_topic)
+    for data, attributes, _ in BAD_PAYLOADS.values():
+        learner_stack.bus.publisher.publish(path, data, **attributes).result(timeout=10)
+    learner_stack.bus.publish(learner_stack.feedback_topic, Feedback.from_dict(GOOD))
+
+    expected: dict[str, int] = {}
+    for _, _, reason in BAD_PAYLOADS.values():
+        expected[reason] = expected.get(reason, 0) + 1
+
+    def all_counted() -> bool:
+        text = learner.get("/metrics")
+        return (
+            all(
+                metric(text, "tagloop_feedback_rejected_total", reason=r) == n
+                for r, n in expected.items()
+            )
+            and metric(text, "tagloop_feedback_accepted_total") == 1
+        )
+
+    wait_until(all_counted, timeout=30, what="every rejection counted")
+    assert learner.metric("tagloop_feedback_received_total") == len(BAD_PAYLOADS) + 1
+    assert learner.get("/healthz") == {"status": "ok"}
+    status = learner.get("/api/status")
+    assert status["corpus"]["feedback_rows"] == 1
+
+    rejects = [json.loads(line) for line in (learner_stack.data_dir / "rejects.jsonl").open()]
+    assert sorted(r["reason"] for r in rejects) == sorted(r for _, _, r in BAD_PAYLOADS.values())
+    assert all(r["detail"] and r["message_id"] and r["data_base64"] is not None for r in rejects)
+    logged = [json.loads(line) for line in learner.output().splitlines() if line.startswith("{")]
+    logged_reasons = [e["reason"] for e in logged if e["message"].startswith("rejected message")]
+    assert sorted(logged_reasons) == sorted(r for _, _, r in BAD_PAYLOADS.values())
     assert learner.stop() == 0

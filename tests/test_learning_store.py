@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import csv
-import resource
-import signal
 from pathlib import Path
 
 import pytest
 
 from learning_service.store import HEADER, FeedbackStore, StoredFeedback, StoreError
 from tagloop.messages import Feedback, InvalidMessage
+from tests.fixtures.learning import file_size_limit
 
 
 def row(i: int, title: str = "How do I parse JSON in Python?") -> StoredFeedback:
@@ -134,15 +133,8 @@ def test_a_failed_write_leaves_no_partial_row(csv_path: Path):
     store = FeedbackStore(csv_path)
     store.append([row(1)])
     before = csv_path.read_bytes()
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (len(before) + 50, hard))
-    try:
-        with pytest.raises(OSError):
-            store.append([row(i) for i in range(2, 50)])
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-        signal.signal(signal.SIGXFSZ, previous)
+    with file_size_limit(len(before) + 50), pytest.raises(OSError):
+        store.append([row(i) for i in range(2, 50)])
     assert csv_path.read_bytes() == before
     assert len(store) == 1 and "id-2" not in store
     assert [r.feedback_id for r in store.append([row(2)])] == ["id-2"]
