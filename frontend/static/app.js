@@ -64,11 +64,10 @@ class App {
         onChange: (version) => {
           announce(`A new model is serving: ${version}.`);
           this.loadVocabulary();
-          this.predictNow();
         },
         onRecover: () => {
           this.loadVocabulary();
-          if (!this.editor.prediction) this.predictNow();
+          this.predictIfMissing();
         },
       },
     );
@@ -130,8 +129,10 @@ class App {
     $("mode-single").addEventListener("click", () => this.setMode("single"));
     $("mode-queue").addEventListener("click", () => this.setMode("queue"));
     window.addEventListener("hashchange", () => this.setMode(modeFromHash()));
-    window.addEventListener("online", () => {
-      if (!this.editor.prediction) this.predictNow();
+    window.addEventListener("online", () => this.predictIfMissing());
+    $("model-notice-predict").addEventListener("click", () => {
+      $("model-notice").hidden = true;
+      this.predictNow();
     });
     $("model-notice-dismiss").addEventListener("click", () => {
       $("model-notice").hidden = true;
@@ -157,6 +158,11 @@ class App {
       edits: this.editor.snapshot(),
       pending: this.submission.pending,
     });
+  }
+
+  /** After an outage: predict again, unless a correction awaits its retry (it must not change). */
+  predictIfMissing() {
+    if (!this.editor.prediction && !this.submission.pending) this.predictNow();
   }
 
   schedulePredict() {
