@@ -32,6 +32,8 @@ DEFAULT_BASE_PORT = 8000
 DEFAULT_REPLICAS = 2
 MAX_REPLICAS = 9  # replica ports base+1..base+9 stay below the learner's base+10
 OFFSETS = {"ui": 80, "learning": 10, "pubsub": 85, "s3": 333}
+# Supervisor groups, in start order: the emulator and S3; the learner and the UI; the replicas.
+STAGES = ("infra", "core", "replicas")
 MARKER = ".tagloop-stack"  # written by `up`: `reset` wipes only directories that carry it
 # AF_UNIX paths are limited to 108 bytes including the terminator on Linux.
 MAX_SOCKET_PATH = 100
@@ -90,6 +92,11 @@ class Program:
     port: int
     stage: int  # parts of one stage start together once the previous stage is ready
     probe: str  # "grpc", "s3" or "http" (GET /readyz)
+
+    @property
+    def supervisor_name(self) -> str:
+        """`group:name`: one supervisor group per stage, so a stage stops in parallel."""
+        return f"{STAGES[self.stage]}:{self.name}"
 
 
 @dataclass(frozen=True)
@@ -236,12 +243,16 @@ def supervisor_conf(stack: Stack) -> str:
         },
         "supervisorctl": {"serverurl": f"unix://{socket_path}"},
     }
-    for program in stack.programs():
+    programs = stack.programs()
+    for stage, group in enumerate(STAGES):
+        # Supervisor stops the groups in reverse priority order, each group's programs at once.
+        members = [program.name for program in programs if program.stage == stage]
+        sections[f"group:{group}"] = {"programs": ",".join(members), "priority": str(100 + stage)}
+    for program in programs:
         sections[f"program:{program.name}"] = {
             "command": shlex.join(program.command),
             "directory": str(stack.workdir),
             "environment": _environment(program.env),
-            "priority": str(100 + 10 * program.stage),
             "autostart": "false",  # `up` starts the stages in order
             "autorestart": "true",
             "startsecs": "1",

@@ -35,8 +35,8 @@ def log_tail(path: Path, lines: int = 30) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-class _Stop(Exception):
-    """Raised from the SIGINT/SIGTERM handler to leave whatever `up` is waiting on."""
+class _Stop(BaseException):
+    """Raised from the SIGINT/SIGTERM handler; a BaseException so no `except Exception` eats it."""
 
 
 def _raise_stop(signum: int, frame: FrameType | None) -> None:
@@ -96,7 +96,7 @@ def _wait_stage(
 ) -> None:
     """Start one stage's programs and poll until all are ready; StackError with the log if not."""
     for program in stage:
-        supervisor.start(program.name)
+        supervisor.start(program.supervisor_name)
     waiting = list(stage)
     while waiting:
         if supervisord.poll() is not None:
@@ -113,7 +113,7 @@ def _wait_stage(
                     file=out,
                     flush=True,
                 )
-            elif supervisor.info(program.name)["statename"] in FAILED_STATES:
+            elif supervisor.info(program.supervisor_name)["statename"] in FAILED_STATES:
                 raise StackError(_failure(stack, program, "gave up restarting it"))
         if waiting and time.monotonic() > deadline:
             raise StackError(_failure(stack, waiting[0], "not ready in time"))

@@ -34,13 +34,13 @@ def test_supervisor_restarts_a_killed_part_and_stops_it_on_shutdown(tmp_path: Pa
             reset(stack.var_dir)
         pubsub = next(p for p in stack.programs() if p.name == "pubsub")
         probes = Probes(stack, bucket="unused")
-        supervisor.start("pubsub")
+        supervisor.start(pubsub.supervisor_name)
         wait_until(lambda: probes.ready(pubsub), timeout=30, what="the emulator")
-        first = supervisor.pid("pubsub")
+        first = supervisor.pid(pubsub.supervisor_name)
 
         os.kill(first, signal.SIGKILL)
         second = wait_until(
-            lambda: (pid := supervisor.pid("pubsub")) not in {0, first} and pid,
+            lambda: (pid := supervisor.pid(pubsub.supervisor_name)) not in {0, first} and pid,
             timeout=30,
             what="supervisor to restart the emulator",
         )
