@@ -44,7 +44,7 @@ from learning_service.training import (
     fit_candidate,
     score_bundle,
     training_corpus,
-    warm_up,
+    worker_init,
 )
 from tagloop.messages import ModelUpdate
 from tagloop.registry import Registry, RegistryError, VersionNotFound, new_version
@@ -310,7 +310,10 @@ class Refitter(threading.Thread):
     def _in_worker(self, function: Callable[..., T], *args: Any) -> T:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
-                1, mp_context=get_context("spawn"), initializer=warm_up
+                1,
+                mp_context=get_context("spawn"),
+                initializer=worker_init,
+                initargs=(os.getpid(),),
             )
             self._worker_pid = self._pool.submit(os.getpid).result()
         try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 import time
 from collections import defaultdict
@@ -23,6 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from learning_service.store import StoredFeedback
+
+PARENT_CHECK_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -86,8 +89,19 @@ def training_corpus(
     return Corpus(titles, tags), support.held_back()
 
 
-def warm_up() -> None:
-    """Worker initializer: pay the scikit-learn import once, before the first fit."""
+def worker_init(parent_pid: int) -> None:
+    """Fit-worker initializer: exit when the learner dies, and import scikit-learn up front.
+
+    A SIGKILLed learner cannot tell its worker to stop, and the worker would
+    otherwise wait on its task queue forever; so it watches its parent.
+    """
+
+    def watch_parent() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_CHECK_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch_parent, name="watch-parent", daemon=True).start()
     import tagloop.bundle
     import tagloop.metrics  # noqa: F401
 
