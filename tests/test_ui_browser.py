@@ -7,6 +7,7 @@ topic, byte for byte what the learner would receive.
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import re
@@ -35,6 +36,7 @@ from tests.fixtures.wait import wait_until
 pytestmark = pytest.mark.slow
 
 FEEDBACK_TOPIC = "tag-feedback"
+FEEDBACK_BURST = 3
 TITLE = "How to merge two pandas dataframes on a column in Python?"
 
 
@@ -116,12 +118,17 @@ def loop(
         cache_dir=tmp_path_factory.mktemp("ui-inference-cache"),
         TAGLOOP_WORKERS="1",
         TAGLOOP_RECONCILE_SECONDS="1",
+        # Three corrections per client, then one per 100 s: each test is its own client.
+        TAGLOOP_FEEDBACK_BURST=str(FEEDBACK_BURST),
+        TAGLOOP_FEEDBACK_RATE="0.01",
     )
     state = Loop(env, free_port(), bus, publisher)
     state.start_replica()
     try:
         with start_ui(
-            [f"http://127.0.0.1:{state.port}"], TAGLOOP_UI_MODEL_POLL_SECONDS="0.5"
+            [f"http://127.0.0.1:{state.port}"],
+            TAGLOOP_UI_MODEL_POLL_SECONDS="0.5",
+            TAGLOOP_PROXY_HOPS="1",
         ) as ui:
             state.ui = ui
             yield state
@@ -131,9 +138,18 @@ def loop(
         bus.close()
 
 
+CLIENTS = itertools.count(1)
+
+
 @pytest.fixture
 def page(ui_page: Page, loop: Loop) -> Page:
+    """The UI in a fresh browser context that the rate limiter sees as a client of its own.
+
+    The UI server trusts one proxy hop here, as behind an ingress, so the
+    address in X-Forwarded-For is the client the inference service limits.
+    """
     assert loop.ui is not None
+    ui_page.context.set_extra_http_headers({"X-Forwarded-For": f"198.51.100.{next(CLIENTS)}"})
     ui_page.goto(loop.ui.base_url + "/")
     return ui_page
 
@@ -245,14 +261,13 @@ def test_keyboard_alone_edits_and_submits(page: Page, loop: Loop) -> None:
     assert message["tags"] == before
 
 
-def test_queue_accepts_three_titles_with_the_keyboard_alone(ui_page: Page, loop: Loop) -> None:
+def test_queue_accepts_three_titles_with_the_keyboard_alone(page: Page, loop: Loop) -> None:
     assert loop.ui is not None
     queue = requests.get(loop.ui.base_url + "/ui/queue?limit=3", timeout=5).json()["items"]
     titles = [item["title"] for item in queue]
     expected = loop.api("POST", "/api/predict", json={"titles": titles})["predictions"]
     subscription = loop.subscribe_feedback()
 
-    page = ui_page
     page.goto(loop.ui.base_url + "/#queue")
     position = page.locator("#queue-position")
     for number, title in enumerate(titles, start=1):
@@ -328,6 +343,82 @@ def test_model_panel_reports_a_new_version(page: Page, loop: Loop) -> None:
     expect(page.get_by_role("row", name=re.compile("F1 \\(macro\\)"))).to_contain_text("0.610")
 
 
+def submit_title(page: Page, title: str) -> None:
+    page.get_by_label("Title").fill(title)
+    expect(page.get_by_role("list", name="Tags").get_by_role("listitem").first).to_be_visible()
+    page.get_by_role("button", name="Submit").click()
+
+
+def test_rate_limit_is_explained_and_nothing_is_lost(page: Page, loop: Loop) -> None:
+    status = page.locator("#submit-status")
+    for number in range(FEEDBACK_BURST):
+        submit_title(page, f"How do I read a CSV file with Python, part {number}?")
+        expect(status).to_contain_text("Received")
+    title = "How do I read a CSV file with Python, one time too many?"
+    submit_title(page, title)
+    expect(page.locator("#submit-error")).to_contain_text(
+        re.compile(r"Too many requests in a short time\. Wait \d+ seconds")
+    )
+    expect(page.get_by_label("Title")).to_have_value(title)
+
+
+def test_no_model_yet_then_the_first_one_arrives(
+    ui_page: Page,
+    s3_server: S3Server,
+    pubsub_emulator: str,
+    model_bundle: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    project, bucket = unique_project("ui-empty"), unique_bucket("ui-empty")
+    registry = s3_server.registry(bucket)
+    registry.ensure_bucket()
+    bus = Bus(project)
+    env = replica_env(
+        emulator_host=pubsub_emulator,
+        project=project,
+        s3=s3_server,
+        bucket=bucket,
+        cache_dir=tmp_path_factory.mktemp("ui-empty-cache"),
+        TAGLOOP_WORKERS="1",
+        TAGLOOP_RECONCILE_SECONDS="1",
+    )
+    try:
+        bus.ensure_topic(FEEDBACK_TOPIC)
+        subscription = f"ui-test-{random.getrandbits(48):012x}"
+        bus.ensure_subscription(FEEDBACK_TOPIC, subscription)
+        with (
+            start_replica(env, wait_ready=False) as replica,
+            start_ui([replica.base_url], TAGLOOP_UI_MODEL_POLL_SECONDS="0.5") as ui,
+        ):
+            page = ui_page
+            page.goto(ui.base_url + "/")
+            expect(page.locator("#model-error")).to_contain_text("No model is loaded yet")
+            title = "Sorting a list of tuples by the second element"
+            page.get_by_label("Title").fill(title)
+            expect(page.locator("#title-error")).to_contain_text(
+                "No model is loaded yet, so there are no predictions"
+            )
+            add = page.get_by_label("Add tag")
+            add.fill("Python")
+            add.press("Enter")
+            page.get_by_role("button", name="Submit").click()
+            expect(page.locator("#submit-status")).to_contain_text("Received")
+            [received] = wait_until(lambda: bus.pull(subscription, timeout=2.0), timeout=20)
+            message = json.loads(received.data)
+            assert (message["title"], message["tags"]) == (title, ["python"])
+            assert (message["predicted_tags"], message["model_version"]) == ([], None)
+
+            # The first model arrives: the panel shows it and predictions work again.
+            publisher = ModelPublisher(registry, bus, "model-updates", model_bundle)
+            version = publisher.publish()
+            expect(page.locator("#model-version")).to_have_text(version, timeout=20_000)
+            page.get_by_label("Title").fill(title)
+            expect(page.locator("#prediction-status")).to_contain_text(version)
+            expect(page.locator("#title-error")).to_be_hidden()
+    finally:
+        bus.close()
+
+
 CRITICAL = {"serious", "critical"}
 
 
@@ -344,7 +435,10 @@ def test_no_serious_accessibility_violations(page: Page, loop: Loop) -> None:
     views["queue"] = axe.run(page, options=options)
     page.get_by_role("button", name="Single title").click()
     page.get_by_label("Title").fill("x" * 400)  # longer than any title the API accepts
-    expect(page.locator("#title-error")).to_be_visible()
+    expect(page.locator("#title-error")).to_contain_text(
+        "The server did not accept this: title is longer than 300 characters"
+    )
+    expect(page.get_by_label("Title")).to_have_attribute("aria-invalid", "true")
     views["error"] = axe.run(page, options=options)
     problems = {
         view: [

@@ -55,6 +55,8 @@ class App {
         versionEl: $("model-version"),
         loaded: $("model-loaded"),
         metrics: $("model-metrics"),
+        details: $("model-details"),
+        waiting: $("model-waiting"),
         notice: $("model-notice"),
         noticeText: $("model-notice-text"),
         error: $("model-error"),

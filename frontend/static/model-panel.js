@@ -27,8 +27,10 @@ function formatTime(iso) {
 
 export class ModelPanel {
   /**
-   * @param {{version: HTMLElement, loaded: HTMLElement, metrics: HTMLElement,
-   *          notice: HTMLElement, noticeText: HTMLElement, error: HTMLElement}} parts
+   * @param {{versionEl: HTMLElement, loaded: HTMLElement, metrics: HTMLElement,
+   *          details: HTMLElement, waiting: HTMLElement, notice: HTMLElement,
+   *          noticeText: HTMLElement, error: HTMLElement}} parts
+   *   `details` (version, time, metrics) stays hidden until a model is known.
    * @param {number} pollSeconds
    * @param {{onChange: (version: string) => void, onRecover: () => void}} hooks
    *   onChange: the served version differs from the one shown before;
@@ -57,6 +59,7 @@ export class ModelPanel {
     try {
       model = await api.model();
     } catch (error) {
+      this.waiting.hidden = true;
       this.failing = true;
       this.error.textContent = describeError(error, "model");
       this.error.hidden = false;
@@ -80,6 +83,8 @@ export class ModelPanel {
   }
 
   render(model) {
+    this.waiting.hidden = true;
+    this.details.hidden = false;
     this.versionEl.textContent = model.version;
     this.loaded.textContent = formatTime(model.loaded_at);
     this.loaded.dateTime = model.loaded_at;
