@@ -119,11 +119,11 @@ class Bus:
 
     # -- administration -----------------------------------------------------------
 
-    def ensure_topic(self, topic: str) -> str:
+    def ensure_topic(self, topic: str, timeout: float | None = None) -> str:
         """Create the topic unless it exists; returns its path."""
         path = self.topic_path(topic)
         try:
-            self.publisher.create_topic(name=path)
+            self.publisher.create_topic(name=path, **_deadline(timeout))
             log.info("created topic %s", path)
         except gexc.AlreadyExists:
             pass
@@ -135,6 +135,7 @@ class Bus:
         subscription: str,
         ack_deadline_seconds: int = 60,
         expiration_ttl_seconds: int | None = None,
+        timeout: float | None = None,
     ) -> str:
         """Create the subscription unless it exists; returns its path.
 
@@ -151,21 +152,23 @@ class Bus:
         if expiration_ttl_seconds is not None:
             request["expiration_policy"] = {"ttl": timedelta(seconds=expiration_ttl_seconds)}
         try:
-            self.subscriber.create_subscription(request=request)
+            self.subscriber.create_subscription(request=request, **_deadline(timeout))
             log.info("created subscription %s on %s", path, topic_path)
         except gexc.AlreadyExists:
-            existing = self.subscriber.get_subscription(subscription=path).topic
+            existing = self.subscriber.get_subscription(
+                subscription=path, **_deadline(timeout)
+            ).topic
             if existing != topic_path:
                 raise ValueError(
                     f"subscription {path} exists on {existing}, not on {topic_path}"
                 ) from None
         return path
 
-    def delete_subscription(self, subscription: str) -> None:
+    def delete_subscription(self, subscription: str, timeout: float | None = None) -> None:
         """Delete the subscription; already gone is fine (clean shutdown is idempotent)."""
         path = self.subscription_path(subscription)
         try:
-            self.subscriber.delete_subscription(subscription=path)
+            self.subscriber.delete_subscription(subscription=path, **_deadline(timeout))
             log.info("deleted subscription %s", path)
         except gexc.NotFound:
             pass
@@ -263,6 +266,12 @@ class Bus:
                     self._subscriber.close()
             self._publisher = self._subscriber = None
             self._pid = None
+
+
+def _deadline(timeout: float | None) -> dict[str, float]:
+    """An overall deadline for an admin call, retries included (the client's default is 60 s,
+    too long for a start-up or shutdown path while Pub/Sub is unreachable)."""
+    return {} if timeout is None else {"timeout": timeout}
 
 
 class RejectLog:
