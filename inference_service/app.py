@@ -127,7 +127,7 @@ def _titles(body: dict[str, Any]) -> tuple[list[str], bool]:
     if not titles:
         raise ApiError(422, "empty_batch", "titles is empty")
     if len(titles) > MAX_BATCH:
-        raise ApiError(413, "batch_too_large", f"at most {MAX_BATCH} titles per request")
+        raise ApiError(422, "batch_too_large", f"at most {MAX_BATCH} titles per request")
     return [_valid_title(title, f"titles[{i}]") for i, title in enumerate(titles)], False
 
 

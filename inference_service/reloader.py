@@ -1,16 +1,20 @@
-"""Keeps a worker's model equal to the promoted one, in one background thread.
+"""Keeps a worker's model equal to the promoted one, in the background.
 
-Three triggers, all handled by that thread so loads never overlap:
+Two threads per worker process. The loader thread alone loads and swaps, so
+loads never overlap; it acts on three triggers:
 
-- start-up: subscribe first, then read `models/current.json`, so no broadcast
-  can fall between the two;
+- `models/current.json` at start-up, and again every TAGLOOP_RECONCILE_SECONDS
+  (reconciliation: catches a missed broadcast, and retries a failed load
+  sooner, with backoff);
 - a broadcast on the model topic, heard through a subscription of this
   process's own (every replica and worker hears every update). A broadcast
   older than the loaded version is out-of-order delivery and ignored, unless
   `current.json` names it: that is a rollback;
-- reconciliation against `current.json` every TAGLOOP_RECONCILE_SECONDS, which
-  catches a missed broadcast and retries failed loads (sooner, with backoff).
+- the subscriber thread saying it (re)subscribed: anything broadcast before
+  is in `current.json`, so it is read again.
 
+The subscriber thread creates the subscription and keeps the stream alive,
+so an unreachable Pub/Sub never delays loading the model from the registry.
 A failed download or verification keeps the old model serving.
 """
 
@@ -39,8 +43,11 @@ log = logging.getLogger(__name__)
 # Pub/Sub's shortest expiration: the subscription of a worker that died
 # without deleting it disappears after a day of inactivity.
 SUBSCRIPTION_TTL_SECONDS = 24 * 3600
+ADMIN_TIMEOUT_SECONDS = 10.0
+THREAD_JOIN_SECONDS = 3.0
 RETRY_FIRST_SECONDS = 0.5
 _WAKE = object()
+_RECONCILE = object()
 
 
 def failure_reason(error: BaseException) -> str:
@@ -70,55 +77,56 @@ class Reloader:
         self.subscription: str | None = None
         self._inbox: queue.Queue[object] = queue.Queue()
         self._stopping = threading.Event()
+        self._stream_ended = threading.Event()
         self._future: StreamingPullFuture | None = None
-        self._thread: threading.Thread | None = None
+        self._created = False
+        self._threads: list[threading.Thread] = []
         self._failures = 0
 
     # -- lifecycle (call in the worker process, after fork) -------------------------
 
     def start(self) -> None:
         self.subscription = unique_subscription_name(f"inference-{self.model_topic}")
-        self._thread = threading.Thread(target=self._run, name="model-reloader", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._load_loop, name="model-loader", daemon=True),
+            threading.Thread(target=self._subscribe_loop, name="model-subscriber", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop the loop and the stream, and delete this process's subscription."""
+    def stop(self, timeout: float = ADMIN_TIMEOUT_SECONDS) -> None:
+        """Stop both threads and the stream, and delete this process's subscription."""
         self._stopping.set()
+        self._stream_ended.set()
         self._inbox.put(_WAKE)
-        if self._thread is not None:
-            self._thread.join(timeout)
+        for thread in self._threads:
+            # Bounded: a thread stuck on an unreachable Pub/Sub must not hold up the exit.
+            thread.join(THREAD_JOIN_SECONDS)
         if self._future is not None:
             self._future.cancel()
             # Cancelled, or the stream had already failed: either way it is over.
             with contextlib.suppress(Exception):
                 self._future.result(timeout)
-        if self.subscription is not None:
+        if self._created and self.subscription is not None:
             try:
-                self.bus.delete_subscription(self.subscription)
-            except Exception as error:
+                self.bus.delete_subscription(self.subscription, timeout=timeout)
+            except Exception as error:  # it expires after SUBSCRIPTION_TTL_SECONDS anyway
                 log.warning("could not delete subscription %s: %s", self.subscription, error)
 
-    # -- the loop ---------------------------------------------------------------------
+    # -- the loader thread ----------------------------------------------------------
 
-    def _run(self) -> None:
-        now = time.monotonic()
-        next_subscribe = next_reconcile = now
+    def _load_loop(self) -> None:
+        next_reconcile = time.monotonic()
         while not self._stopping.is_set():
-            if self._future is None and now >= next_subscribe:
-                if self._subscribe():
-                    next_reconcile = now  # whatever was broadcast before is in current.json
-                else:
-                    next_subscribe = now + self.reconcile_seconds / 4
-            deadline = next_reconcile
-            if self._future is None:
-                deadline = min(deadline, next_subscribe)
             try:
-                item = self._inbox.get(timeout=max(0.0, deadline - time.monotonic()))
+                item = self._inbox.get(timeout=max(0.0, next_reconcile - time.monotonic()))
             except queue.Empty:
                 item = None
             if self._stopping.is_set():
                 break
-            if isinstance(item, ModelUpdate) and not self._on_update(item):
+            if item is _RECONCILE:
+                next_reconcile = time.monotonic()
+            elif isinstance(item, ModelUpdate) and not self._on_update(item):
                 next_reconcile = min(next_reconcile, time.monotonic() + self._backoff())
             now = time.monotonic()
             if now >= next_reconcile:
@@ -129,44 +137,58 @@ class Reloader:
         """0.5 s, 1 s, 2 s, ... up to the reconcile period, growing with consecutive failures."""
         return min(self.reconcile_seconds, RETRY_FIRST_SECONDS * 2 ** min(self._failures, 16))
 
-    # -- triggers ---------------------------------------------------------------------
+    # -- the subscriber thread ------------------------------------------------------
+
+    def _subscribe_loop(self) -> None:
+        delay = RETRY_FIRST_SECONDS
+        while not self._stopping.is_set():
+            if self._subscribe():
+                delay = RETRY_FIRST_SECONDS
+                self._inbox.put(_RECONCILE)
+                self._stream_ended.wait()
+                self._stream_ended.clear()
+            else:
+                self._stopping.wait(delay)
+                delay = min(2 * delay, self.reconcile_seconds)
 
     def _subscribe(self) -> bool:
-        assert self.subscription is not None
         try:
             try:
                 self._ensure_subscription()
             except gexc.NotFound:
                 # No topic yet: only in a local stack where nothing created it (in the
                 # cloud Terraform does, and this process may not create topics).
-                self.bus.ensure_topic(self.model_topic)
+                self.bus.ensure_topic(self.model_topic, timeout=ADMIN_TIMEOUT_SECONDS)
                 self._ensure_subscription()
+            assert self.subscription is not None
             future = self.bus.subscribe(self.subscription, self._on_message, max_messages=10)
         except Exception as error:
             log.warning("cannot subscribe to %s (will retry): %s", self.model_topic, error)
             return False
-        future.add_done_callback(self._on_stream_end)
         self._future = future
+        future.add_done_callback(self._on_stream_end)
         log.info("listening for model updates on %s", self.subscription)
         return True
 
     def _ensure_subscription(self) -> None:
         assert self.subscription is not None
         self.bus.ensure_subscription(
-            self.model_topic, self.subscription, expiration_ttl_seconds=SUBSCRIPTION_TTL_SECONDS
+            self.model_topic,
+            self.subscription,
+            expiration_ttl_seconds=SUBSCRIPTION_TTL_SECONDS,
+            timeout=ADMIN_TIMEOUT_SECONDS,
         )
+        self._created = True
 
     def _on_stream_end(self, future: StreamingPullFuture) -> None:
-        """The stream died (not by `stop`): subscribe again from the loop."""
-        if self._stopping.is_set():
-            return
-        try:
-            error: BaseException | None = future.exception()
-        except CancelledError:
-            error = None
-        log.warning("model-update stream ended (%s); subscribing again", error)
-        self._future = None
-        self._inbox.put(_WAKE)
+        """The stream is over: by `stop`, or it died and the subscriber thread starts anew."""
+        if not self._stopping.is_set():
+            try:
+                error: BaseException | None = future.exception()
+            except CancelledError:
+                error = None
+            log.warning("model-update stream ended (%s); subscribing again", error)
+        self._stream_ended.set()
 
     def _on_message(self, received: Received) -> None:
         """Runs on the client's callback thread: parse and hand over (then acked)."""

@@ -100,7 +100,7 @@ def test_batch_prediction_keeps_order(client, test_data):
         ({"json": {"titles": "not a list"}}, 422, "wrong_type"),
         ({"json": {"titles": []}}, 422, "empty_batch"),
         ({"json": {"titles": ["ok", ""]}}, 422, "empty_title"),
-        ({"json": {"titles": ["x"] * (MAX_BATCH + 1)}}, 413, "batch_too_large"),
+        ({"json": {"titles": ["x"] * (MAX_BATCH + 1)}}, 422, "batch_too_large"),
         (
             {"data": b"{" + b" " * MAX_BODY_BYTES + b"}", "content_type": "application/json"},
             413,

@@ -64,8 +64,11 @@ def test_replica_becomes_ready_from_current_json(main):
     replica = main.replica
     assert replica.get("/readyz").json()["model_version"] == current(main)
     assert replica.served_version() == current(main)
-    # Each of the two workers loaded the promoted version by itself at start-up.
-    assert replica.metric("tagloop_inference_model_reloads_total", trigger="startup") == 2
+    # Each of the two workers loads the promoted version by itself at start-up.
+    wait_until(
+        lambda: replica.metric("tagloop_inference_model_reloads_total", trigger="startup") == 2,
+        what="both workers loaded",
+    )
     assert main.version is not None and (main.cache_dir / main.version / "model.npz").is_file()
 
 
