@@ -10,12 +10,13 @@ import pytest
 from prometheus_client import generate_latest
 
 from learning_service.ingest import Ingestor
+from learning_service.launcher import metric
 from learning_service.metrics import LearnerMetrics
 from learning_service.store import FeedbackStore
 from learning_service.training import NewTagSupport
 from tagloop.bus import Bus, Received, RejectLog
 from tagloop.messages import Feedback
-from tests.fixtures.learning import file_size_limit, metric
+from tests.fixtures.learning import file_size_limit
 from tests.fixtures.wait import wait_until
 
 TOPIC, SUBSCRIPTION = "tag-feedback", "learner"

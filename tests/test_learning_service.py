@@ -6,10 +6,11 @@ import json
 
 import pytest
 
+from learning_service.launcher import LearnerProcess, metric
 from tagloop.bus import Bus
 from tagloop.data import load_labeled
 from tagloop.messages import Feedback, ModelUpdate, parse_model_update
-from tests.fixtures.learning import DATA_DIR, LearnerProcess, LearnerStack, metric
+from tests.fixtures.learning import DATA_DIR, LearnerStack
 from tests.fixtures.wait import wait_until
 
 METADATA_KEYS = {

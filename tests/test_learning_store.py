@@ -19,6 +19,7 @@ def row(i: int, title: str = "How do I parse JSON in Python?") -> StoredFeedback
         predicted_tags=["python"],
         model_version="v1",
         feedback_id=f"id-{i}",
+        submitted_at="2026-01-01T00:00:00.000Z",
     )
     return StoredFeedback.from_feedback(feedback, "2026-01-01T00:00:00.000Z")
 
