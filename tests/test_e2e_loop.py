@@ -1,0 +1,90 @@
+"""End to end on the real local stack (`tagloop up` on other ports, a temporary var dir).
+
+Corrections go in through the UI's /api/feedback exactly as the browser sends
+them; the test then waits for the learner to refit and promote, for both
+replicas to serve the new version, and for the metrics to say so.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from google.cloud import pubsub_v1
+
+from tests.fixtures.observability import referenced_metrics
+from tests.fixtures.stack import (
+    REFIT_EVERY,
+    StackProcess,
+    feedback_rows,
+    learner_status,
+    loop_env,
+    scrape,
+    served_version,
+    submit,
+)
+from tests.fixtures.wait import wait_until
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, small_corpus: Path) -> Iterator[StackProcess]:
+    with StackProcess(tmp_path_factory.mktemp("e2e") / "var", env=loop_env(small_corpus)) as up:
+        yield up
+
+
+def versions(stack: StackProcess) -> list[str | None]:
+    return [served_version(url) for url in stack.replica_urls]
+
+
+def test_feedback_through_the_ui_is_learned_and_served_by_both_replicas(
+    stack: StackProcess,
+) -> None:
+    first = learner_status(stack)["current_version"]
+    assert first is not None
+    wait_until(lambda: versions(stack) == [first, first], timeout=30, what="replicas on v0")
+    assert served_version(stack.ui_url) == first
+
+    for title, tags in feedback_rows(REFIT_EVERY):
+        answer = submit(stack.ui_url, title, tags)
+        assert answer.status_code == 202, answer.text
+
+    new = wait_until(
+        lambda: (version := learner_status(stack)["current_version"]) != first and version,
+        timeout=90,
+        what="the learner to refit and promote",
+    )
+    wait_until(lambda: versions(stack) == [new, new], timeout=60, what="both replicas on v1")
+    assert served_version(stack.ui_url) == new
+    assert learner_status(stack)["corpus"]["feedback_rows"] >= REFIT_EVERY
+
+    learner = scrape(stack.learner_url)
+    assert learner["tagloop_model_info"][(("version", new),)] == 1
+    assert learner["tagloop_feedback_accepted_total"][()] >= REFIT_EVERY
+    assert learner["tagloop_fit_duration_seconds_count"][()] >= 2  # bootstrap + refit
+    for url in stack.replica_urls:
+        assert scrape(url)["tagloop_inference_model_info"][(("version", new),)] == 1
+
+
+def test_services_expose_every_metric_the_dashboard_and_alerts_query(
+    stack: StackProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A malformed message straight onto the topic: the learner must count the rejection.
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", f"127.0.0.1:{stack.ports.pubsub}")
+    publisher = pubsub_v1.PublisherClient()
+    topic = publisher.topic_path("tagloop-local", "tag-feedback")
+    payload = json.dumps({"title": "no tags and no id"}).encode()
+    publisher.publish(topic, payload, schema="tagloop.feedback.v1").result(timeout=10)
+    wait_until(
+        lambda: scrape(stack.learner_url).get("tagloop_feedback_rejected_total"),
+        timeout=30,
+        what="the learner to count the rejected message",
+    )
+
+    exposed: set[str] = set()
+    for url in [stack.learner_url, *stack.replica_urls, stack.ui_url]:
+        exposed |= set(scrape(url))
+    assert referenced_metrics() - exposed == set()
