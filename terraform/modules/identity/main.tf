@@ -74,7 +74,9 @@ resource "google_pubsub_topic_iam_member" "inference_attach" {
 }
 
 # Every inference process owns a subscription it creates at start-up and
-# deletes at shutdown: a custom role with exactly those permissions.
+# deletes at shutdown (inference-model-updates-<host>-<pid>-<random>, with an
+# expiration TTL): a custom role with exactly those permissions. It is granted
+# on the project because the names are only known at run time.
 resource "google_project_iam_custom_role" "subscription_owner" {
   project     = var.project_id
   role_id     = replace("${var.name}_subscription_owner", "-", "_")
