@@ -88,7 +88,10 @@ export function describeError(error, action) {
     return `Too many requests in a short time. Wait ${wait}, then try again.` + keep;
   }
   if (error.status === 503 && action !== "submit") {
-    return "No model is loaded yet, so there are no predictions. You can still add tags yourself and submit.";
+    return (
+      "No model is loaded yet, so there are no predictions. " +
+      "You can still add tags yourself and submit."
+    );
   }
   if (error.status === 503) {
     return `The service cannot take corrections right now (${error.message}).` + keep;

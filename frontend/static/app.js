@@ -117,12 +117,16 @@ class App {
     ui.accept.addEventListener("click", () => this.submit());
     $("queue-edit").addEventListener("click", () => this.editor.input.focus());
     $("queue-skip").addEventListener("click", () => this.skip());
+    $("queue-retry").addEventListener("click", () => this.showQueueItem());
     // Single-key shortcuts only while a queue button has focus (WCAG 2.1.4).
     ui.queueActions.addEventListener("keydown", (event) => {
-      if (event.ctrlKey || event.metaKey || event.altKey) return;
-      const action = { a: () => this.submit(), e: () => this.editor.input.focus(), s: () => this.skip() }[
-        event.key.toLowerCase()
-      ];
+      if (event.ctrlKey || event.metaKey || event.altKey || event.repeat) return;
+      const actions = {
+        a: () => this.submit(),
+        e: () => this.editor.input.focus(),
+        s: () => this.skip(),
+      };
+      const action = actions[event.key.toLowerCase()];
       if (action) {
         event.preventDefault();
         action();
@@ -192,7 +196,8 @@ class App {
       this.editor.setPrediction(null);
       ui.status.textContent = "";
       showError(ui.titleError, describeError(error, "predict"));
-      ui.title.setAttribute("aria-invalid", String(error.status >= 400 && error.status < 500 && !isNoModel(error)));
+      const titleRefused = error.status >= 400 && error.status < 500 && !isNoModel(error);
+      ui.title.setAttribute("aria-invalid", String(titleRefused));
       return;
     }
     if (ui.title.value.trim() !== title) return;
@@ -204,15 +209,14 @@ class App {
     ui.title.setAttribute("aria-invalid", "false");
     this.editor.setPrediction(prediction);
     const list = prediction.tags.map((t) => `${t.tag} ${percent(t.score)}`).join(", ");
-    ui.status.textContent = `Predicted by model ${prediction.model_version ?? "unknown"}: ${list || "no tags"}.`;
+    const version = prediction.model_version ?? "unknown";
+    ui.status.textContent = `Predicted by model ${version}: ${list || "no tags"}.`;
   }
 
   async submit() {
     if (this.sending) return;
     showError(ui.submitError, "");
-    const pendingTag = this.editor.input.value;
-    if (pendingTag.trim() && this.editor.add(pendingTag)) this.editor.input.value = "";
-    else if (pendingTag.trim()) return;
+    if (!this.editor.commitInput()) return;
     const title = ui.title.value.trim();
     if (!title) {
       showError(ui.submitError, "Type a title first.");
@@ -293,11 +297,13 @@ class App {
 
   async showQueueItem() {
     showError(ui.queueError, "");
+    $("queue-retry").hidden = true;
     let item;
     try {
       item = await this.queue.current();
     } catch (error) {
       showError(ui.queueError, "Could not load the queue. " + describeError(error, "load"));
+      $("queue-retry").hidden = false;
       return;
     }
     this.queueItem = item;
@@ -319,7 +325,7 @@ class App {
   }
 
   async skip() {
-    if (!this.queueItem) return;
+    if (!this.queueItem || this.sending) return;
     this.queue.advance();
     ui.submitStatus.textContent = "";
     await this.showQueueItem();
@@ -330,6 +336,7 @@ class App {
   async prefetch(items) {
     try {
       const { predictions } = await api.predictMany(items.map((item) => item.title));
+      this.predictions.clear(); // the previous page is behind us
       for (const prediction of predictions) this.predictions.set(prediction.title, prediction);
     } catch {
       // Each title is then predicted when shown; its error appears there.

@@ -76,7 +76,8 @@ export class ModelPanel {
     if (previous !== null && previous !== model.version) {
       this.noticeText.textContent =
         `The model changed while this page was open: ${model.version} now serves ` +
-        `(was ${previous}). Tags on screen may come from the previous model: choose Predict again to update them.`;
+        `(was ${previous}). Tags on screen may come from the previous model: ` +
+        "choose Predict again to update them.";
       this.notice.hidden = false;
       this.hooks.onChange(model.version);
     }

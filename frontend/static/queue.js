@@ -17,8 +17,10 @@ export class Queue {
   constructor(fetchPage, onPage) {
     this.fetchPage = fetchPage;
     this.onPage = onPage;
-    this.cursor = load(CURSOR_KEY, 0);
-    this.submitted = new Set(load(SUBMITTED_KEY, []));
+    const cursor = load(CURSOR_KEY, 0);
+    const submitted = load(SUBMITTED_KEY, []);
+    this.cursor = Number.isInteger(cursor) && cursor >= 0 ? cursor : 0;
+    this.submitted = new Set(Array.isArray(submitted) ? submitted : []);
     this.page = null;
     this.total = null;
   }
@@ -31,7 +33,8 @@ export class Queue {
         this.page = await this.fetchPage(this.cursor, PAGE_SIZE);
         this.total = this.page.total;
         if (!this.page.items.length) return null;
-        await this.onPage(this.pending());
+        const pending = this.pending();
+        if (pending.length) await this.onPage(pending);
       }
       const item = this.page.items[this.cursor - this.page.offset];
       if (!this.submitted.has(item.title)) return item;
@@ -41,11 +44,14 @@ export class Queue {
   }
 
   covers(index) {
-    return this.page !== null && index >= this.page.offset && index < this.page.offset + this.page.items.length;
+    if (this.page === null) return false;
+    return index >= this.page.offset && index < this.page.offset + this.page.items.length;
   }
 
   pending() {
-    return this.page.items.filter((item) => item.index >= this.cursor && !this.submitted.has(item.title));
+    return this.page.items.filter(
+      (item) => item.index >= this.cursor && !this.submitted.has(item.title),
+    );
   }
 
   advance() {

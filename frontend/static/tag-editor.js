@@ -130,6 +130,25 @@ export class TagEditor extends EventTarget {
     return chips.sort((a, b) => (b.score ?? -1) - (a.score ?? -1));
   }
 
+  /**
+   * Before submitting: add what is still in the tag input (its highlighted
+   * option, if any). False, with the reason shown, if it is not a valid tag.
+   */
+  commitInput() {
+    const option = this.autocomplete.options[this.autocomplete.active];
+    const text = option ? option.value : this.input.value;
+    const result = this.normalize(text);
+    if (!text.trim() || (result.ok && this.tags().includes(result.tag))) {
+      this.input.value = "";
+    } else if (this.add(text)) {
+      this.input.value = "";
+    } else {
+      return false;
+    }
+    this.autocomplete.close();
+    return true;
+  }
+
   /** Add a tag typed or picked by the user; false (with the reason shown) if refused. */
   add(raw) {
     const result = this.normalize(raw);
