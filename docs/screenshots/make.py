@@ -68,7 +68,9 @@ def queue_mode(page: Page, base_url: str) -> None:
 
 def error_state(page: Page, base_url: str) -> None:
     page.goto(base_url + "/")
-    page.get_by_label("Title").fill("Why does my Java HashMap lose entries under concurrent access?")
+    page.get_by_label("Title").fill(
+        "Why does my Java HashMap lose entries under concurrent access?"
+    )
     expect(page.locator("#title-error")).to_be_visible()
     add = page.get_by_label("Add tag")
     add.fill("java")
