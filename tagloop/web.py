@@ -93,11 +93,13 @@ def json_body() -> dict[str, Any]:
 def install_security_headers(app: Flask, csp: str = JSON_CSP) -> None:
     """Defensive headers on every response; a view may set its own CSP first."""
 
+    defaults = [*SECURITY_HEADERS.items(), ("Content-Security-Policy", csp)]
+
     @app.after_request
     def _headers(response: Response) -> Response:
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        response.headers.setdefault("Content-Security-Policy", csp)
+        # One pass over the response's headers (this runs on every request).
+        present = {name.lower() for name, _ in response.headers.items()}
+        response.headers.extend([(n, v) for n, v in defaults if n.lower() not in present])
         return response
 
 
@@ -124,14 +126,15 @@ def install_cors(app: Flask, origin: str, path_prefix: str = "/api/") -> None:
             response = Response(status=204)
             if request.headers.get("Origin") == origin:
                 response.headers.update(allow)
-            response.headers["Vary"] = "Origin"
             return response
         return None
 
     @app.after_request
     def _cors(response: Response) -> Response:
         if _applies():
-            response.vary.add("Origin")
+            vary = response.headers.get("Vary", "")
+            if "origin" not in vary.lower():
+                response.headers["Vary"] = f"{vary}, Origin" if vary else "Origin"
             if request.headers.get("Origin") == origin:
                 response.headers["Access-Control-Allow-Origin"] = origin
                 response.headers["Access-Control-Expose-Headers"] = "Retry-After"
