@@ -1,0 +1,249 @@
+"""Inference API throughput and latency over loopback against the real gunicorn replica (issue 5).
+
+Starts SeaweedFS, the Pub/Sub emulator and `tagloop serve inference` (the
+production command: gunicorn, TAGLOOP_WORKERS x TAGLOOP_THREADS), publishes a
+model trained on data/train.tsv, then drives `POST /api/predict` from a
+separate load-generator process: asyncio, `--connections` concurrent
+keep-alive HTTP/1.1 connections, closed loop (each connection sends its next
+request when the previous answer is complete). Latency is per request, from
+the first byte sent to the last byte received. Single titles and batches,
+titles from data/test.tsv. Writes benchmarks/results/inference.md and .json.
+
+    python benchmarks/bench_inference.py [--seconds 10] [--connections 16] [--batch 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from machine import command, machine
+
+from tagloop.bundle import save_bundle
+from tagloop.data import load_labeled, load_titles
+from tagloop.emulator.launcher import EmulatorProcess, free_port
+from tagloop.model import TagModel
+from tagloop.registry import new_version
+from tagloop.s3server import S3Server
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+TARGET_RPS, TARGET_P99_MS = 2000, 20.0
+WARMUP_SECONDS = 2.0
+
+
+def request_bytes(port: int, body: dict) -> bytes:
+    data = json.dumps(body).encode()
+    head = (
+        f"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
+    )
+    return head.encode() + data
+
+
+async def _connection(
+    port: int, requests: list[bytes], start_at: float, stop_at: float, out: dict[str, list]
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    index = hash(asyncio.current_task()) % len(requests)
+    while (now := time.perf_counter()) < stop_at:
+        writer.write(requests[index % len(requests)])
+        index += 1
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            close = False
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.lower() == b"content-length":
+                    length = int(value)
+                elif name.lower() == b"connection" and value.strip().lower() == b"close":
+                    close = True
+            await reader.readexactly(length)
+            status = int(head[9:12])
+        except (asyncio.IncompleteReadError, ConnectionError) as error:
+            out["errors"].append(repr(error))
+            status, close = 0, True
+        if now >= start_at:
+            out["latencies"].append(time.perf_counter() - now)
+            if status != 200:
+                out["errors"].append(str(status))
+        if close:
+            writer.close()
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.close()
+
+
+def generate_load(port: int, requests: list[bytes], connections: int, seconds: float) -> dict:
+    """Runs in its own process, so the generator's CPU is not the test process's."""
+    out: dict[str, list] = {"latencies": [], "errors": []}
+
+    async def main() -> None:
+        start_at = time.perf_counter() + WARMUP_SECONDS
+        stop_at = start_at + seconds
+        await asyncio.gather(
+            *(_connection(port, requests, start_at, stop_at, out) for _ in range(connections))
+        )
+
+    asyncio.run(main())
+    return out
+
+
+def summarise(out: dict, seconds: float, titles_per_request: int) -> dict:
+    latencies = np.array(out["latencies"]) * 1000.0
+    rps = len(latencies) / seconds
+    return {
+        "requests": len(latencies),
+        "errors": len(out["errors"]),
+        "requests_per_s": round(rps, 1),
+        "titles_per_s": round(rps * titles_per_request, 1),
+        "p50_ms": round(float(np.percentile(latencies, 50)), 2),
+        "p90_ms": round(float(np.percentile(latencies, 90)), 2),
+        "p99_ms": round(float(np.percentile(latencies, 99)), 2),
+        "max_ms": round(float(latencies.max()), 2),
+    }
+
+
+def start_replica(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    tagloop = Path(sys.executable).with_name("tagloop")
+    process = subprocess.Popen(
+        [str(tagloop), "serve", "inference", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"replica exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as answer:
+                if answer.status == 200:
+                    return process
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError("replica not ready")
+
+
+def run(args: argparse.Namespace) -> dict:
+    data = load_labeled(ROOT / "data" / "train.tsv")
+    titles = load_titles(ROOT / "data" / "test.tsv")[:2000]
+    with tempfile.TemporaryDirectory(prefix="bench-inference-") as tmp:
+        root = Path(tmp)
+        save_bundle(TagModel().fit(data.titles, data.tags), root / "bundle")
+        with (
+            S3Server(root / "s3", port=0, bucket="bench-models") as s3,
+            EmulatorProcess() as emulator,
+        ):
+            registry = s3.registry()
+            version = new_version()
+            registry.put_version(
+                version, root / "bundle", {"decision": {"promoted": True, "reason": "bench"}}
+            )
+            registry.set_current(version)
+            port = free_port()
+            env = {
+                **os.environ,
+                **s3.env(),
+                "PUBSUB_EMULATOR_HOST": emulator.host,
+                "TAGLOOP_GCP_PROJECT": "bench",
+                "TAGLOOP_MODEL_CACHE_DIR": str(root / "cache"),
+                "TAGLOOP_WORKERS": str(args.workers),
+                "TAGLOOP_THREADS": str(args.threads),
+                "TAGLOOP_LOG_LEVEL": "WARNING",
+            }
+            env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+            replica = start_replica(env, port)
+            try:
+                single = [request_bytes(port, {"title": title}) for title in titles]
+                batches = [
+                    request_bytes(port, {"titles": titles[i : i + args.batch]})
+                    for i in range(0, len(titles) - args.batch + 1, args.batch)
+                ]
+                results = {}
+                with ProcessPoolExecutor(max_workers=1) as pool:
+                    for name, requests, size in (
+                        ("single", single, 1),
+                        (f"batch of {args.batch}", batches, args.batch),
+                    ):
+                        load_before = os.getloadavg()[0]
+                        out = pool.submit(
+                            generate_load, port, requests, args.connections, args.seconds
+                        ).result()
+                        results[name] = summarise(out, args.seconds, size) | {
+                            "load_average_1m_before": round(load_before, 2)
+                        }
+                        print(name, results[name], flush=True)
+            finally:
+                replica.send_signal(signal.SIGTERM)
+                replica.wait(30)
+    return results
+
+
+def write(results: dict, args: argparse.Namespace) -> None:
+    info = machine()
+    single = results["single"]
+    met = single["requests_per_s"] >= TARGET_RPS and single["p99_ms"] <= TARGET_P99_MS
+    document = {
+        "command": command(),
+        "machine": info,
+        "settings": vars(args),
+        "results": results,
+        "target": {"requests_per_s": TARGET_RPS, "p99_ms": TARGET_P99_MS, "met": met},
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "inference.json").write_text(json.dumps(document, indent=2) + "\n")
+    rows = "\n".join(
+        f"| {name} | {r['requests_per_s']:,.0f} | {r['titles_per_s']:,.0f} | {r['p50_ms']} "
+        f"| {r['p90_ms']} | {r['p99_ms']} | {r['max_ms']} | {r['errors']} "
+        f"| {r['load_average_1m_before']} |"
+        for name, r in results.items()
+    )
+    text = f"""# Inference API over loopback (gunicorn)
+
+- command: `{document["command"]}`
+- machine: {info["cores"]} cores ({info["cpu"]}), Python {info["python"]}, {info["platform"]}, {info["date"]}
+- server: `tagloop serve inference`, {args.workers} gunicorn gthread workers x {args.threads} threads
+- client: one separate process, asyncio, {args.connections} keep-alive connections, closed loop,
+  {args.seconds:g} s measured after {WARMUP_SECONDS:g} s of warm-up; titles from data/test.tsv
+- target (single titles): >= {TARGET_RPS:,} requests/s with p99 <= {TARGET_P99_MS:g} ms: **{"met" if met else "not met"}**
+
+| request | requests/s | titles/s | p50 ms | p90 ms | p99 ms | max ms | errors | load avg before |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- |
+{rows}
+
+The server and the load generator share the machine's {info["cores"]} cores, so
+the client's CPU time is taken from the server's. "load avg before" is the
+1-minute load average when the run started: other work on the machine
+(other engineers' test suites) competes for the same cores, and a load above
+about 1 means the numbers understate what the service does alone.
+"""
+    (RESULTS / "inference.md").write_text(text)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=4)
+    args = parser.parse_args()
+    results = run(args)
+    write(results, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
