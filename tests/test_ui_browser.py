@@ -524,3 +524,25 @@ def test_browser_normalises_tags_exactly_like_the_server(page: Page) -> None:
     ]
     assert mismatches == []
     assert results[: len(ALIASES)] == list(ALIASES.values())
+
+
+def test_a_retry_keeps_its_feedback_id_and_a_changed_correction_gets_a_new_one(
+    page: Page,
+) -> None:
+    ids = page.evaluate(
+        """async () => {
+            const { Submission } = await import("/static/submission.js");
+            const submission = new Submission();
+            const correction = { title: "t", tags: ["python"], predicted_tags: [] };
+            const first = submission.prepare(correction).feedback_id;
+            const retry = submission.prepare({ ...correction }).feedback_id;
+            const changed = submission.prepare({ ...correction, tags: ["java"] }).feedback_id;
+            submission.confirmed();
+            const next = submission.prepare({ ...correction, tags: ["java"] }).feedback_id;
+            return { first, retry, changed, next };
+        }"""
+    )
+    assert ids["first"] == ids["retry"]
+    assert len({ids["first"], ids["changed"], ids["next"]}) == 3
+    uuid4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+    assert all(uuid4.match(value) for value in ids.values())
