@@ -8,9 +8,12 @@ module's replica serving the registry's current version.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -171,6 +174,33 @@ def test_tampered_artifact_is_refused_and_the_old_model_keeps_serving(main):
     wait_all_workers(replica, good)
 
 
+def worker_pids(replica: Replica) -> list[int]:
+    pid = replica.process.pid
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def test_a_killed_worker_is_replaced_and_its_metrics_retired(main):
+    """gunicorn forks a new worker that loads the model itself; the dead worker's gauges
+    stop counting (child_exit), so the info metric converges on the new version."""
+    replica = main.replica
+    started = replica.metric("tagloop_inference_model_reloads_total", trigger="startup")
+    victim = worker_pids(replica)[0]
+    os.kill(victim, signal.SIGKILL)
+    wait_until(
+        lambda: victim not in worker_pids(replica) and len(worker_pids(replica)) == 2,
+        what="the worker replaced",
+    )
+    wait_until(
+        lambda: (
+            replica.metric("tagloop_inference_model_reloads_total", trigger="startup")
+            == started + 1
+        ),
+        what="the new worker loading the model",
+    )
+    version = main.publisher.publish()
+    wait_all_workers(replica, version)
+
+
 def test_feedback_arrives_on_the_learners_subscription(main):
     bus = Bus(main.project)
     try:
@@ -182,6 +212,7 @@ def test_feedback_arrives_on_the_learners_subscription(main):
             "predicted_tags": ["r"],
             "model_version": main.replica.served_version(),
             "feedback_id": "client-chosen-id-1",
+            "submitted_at": "2001-01-01T00:00:00Z",  # not the client's to say
         }
         response = main.replica.post(
             "/api/feedback", json=body, headers={"X-Forwarded-For": "192.0.2.10"}
@@ -215,7 +246,8 @@ def test_feedback_arrives_on_the_learners_subscription(main):
         assert payload["tags"] == ["r", "ggplot2"]
         assert payload["predicted_tags"] == ["r"]
         assert payload["model_version"] == body["model_version"]
-        assert payload["submitted_at"].endswith("Z")
+        submitted = datetime.fromisoformat(payload["submitted_at"].replace("Z", "+00:00"))
+        assert abs(datetime.now(UTC) - submitted) < timedelta(minutes=5)
         assert received[assigned][0]["model_version"] is None
     finally:
         bus.close()
