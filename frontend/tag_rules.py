@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import sys
 
-from tagloop.tags import _TAG_SYNTAX, ALIASES, MAX_TAG_LENGTH
+from tagloop.tags import ALIASES, MAX_TAG_LENGTH, TAG_SYNTAX
 
 
 @functools.cache
@@ -25,7 +25,7 @@ def tag_rules() -> dict[str, object]:
     return {
         "aliases": dict(ALIASES),
         "max_length": MAX_TAG_LENGTH,
-        "syntax": _TAG_SYNTAX.pattern,
+        "syntax": TAG_SYNTAX.pattern,
         "whitespace": "".join(c for c in chars if c.isspace()),
         "fold": {c: c.casefold() for c in chars if c.casefold() != c.lower()},
     }

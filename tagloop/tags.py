@@ -14,7 +14,7 @@ MAX_TAG_LENGTH = 35
 
 # Lower-case letters, digits and + # - . ; must contain a letter or digit,
 # must not end with a hyphen or dot; "c#", "c++", ".net", "node.js" are valid.
-_TAG_SYNTAX = re.compile(r"^(?=.*[a-z0-9])[a-z0-9+#.][a-z0-9+#.\-]*(?<![-.])$")
+TAG_SYNTAX = re.compile(r"^(?=.*[a-z0-9])[a-z0-9+#.][a-z0-9+#.\-]*(?<![-.])$")
 
 ALIASES: dict[str, str] = {
     "js": "javascript",
@@ -64,7 +64,7 @@ def normalize_tag(raw: str) -> str:
         raise InvalidTag("tag is empty")
     if len(tag) > MAX_TAG_LENGTH:
         raise InvalidTag(f"tag {tag[:40]!r} is longer than {MAX_TAG_LENGTH} characters")
-    if not _TAG_SYNTAX.match(tag):
+    if not TAG_SYNTAX.match(tag):
         raise InvalidTag(
             f"tag {tag!r} is not a valid StackOverflow tag "
             "(letters, digits and + # - . only, not ending in - or .)"
