@@ -19,11 +19,14 @@ from pathlib import Path
 import pytest
 import requests
 
+from inference_service.app import create_app
+from inference_service.config import InferenceSettings
+from inference_service.runtime import Runtime
 from tagloop.bus import Bus
 from tagloop.messages import FEEDBACK_SCHEMA
 from tagloop.s3server import S3Server
-from tests.fixtures.inference import InferenceSetup, Replica, inference_setup
-from tests.fixtures.pubsub import free_port
+from tests.fixtures.inference import InferenceSetup, ModelPublisher, Replica, inference_setup
+from tests.fixtures.pubsub import free_port, unique_project
 from tests.fixtures.wait import wait_until
 
 SWITCH_SECONDS = 5.0
@@ -328,20 +331,38 @@ def test_reconciliation_picks_up_versions_never_broadcast(
         assert list(remaining) == [], "a clean shutdown deletes the worker's subscription"
 
 
-def test_feedback_is_503_while_pubsub_is_down(s3_server, pubsub_emulator, model_bundle, tmp_path):
-    """Predictions do not need Pub/Sub; accepting feedback does."""
-    with inference_setup(
-        s3_server,
-        pubsub_emulator,
-        model_bundle,
-        tmp_path / "cache",
-        TAGLOOP_WORKERS="1",
-        PUBSUB_EMULATOR_HOST=f"127.0.0.1:{free_port()}",  # nothing listens there
-        TAGLOOP_PUBLISH_TIMEOUT_SECONDS="1",
-    ) as setup:
-        replica = setup.replica
-        assert replica.post("/api/predict", json={"title": "python"}).status_code == 200
-        response = replica.post("/api/feedback", json={"title": "python", "tags": ["python"]})
+def test_without_pubsub_the_model_loads_and_feedback_is_503(
+    s3_server, registry, model_bundle, tmp_path, monkeypatch
+):
+    """In-process worker runtime (no gunicorn) with the real client aimed at a dead emulator:
+    the model still comes from the registry, predictions work, feedback is refused."""
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", f"127.0.0.1:{free_port()}")  # nothing listens
+    project = unique_project("inference")
+    version = ModelPublisher(registry, Bus(project), "model-updates", model_bundle).publish(
+        broadcast=False
+    )
+    settings = InferenceSettings.from_env(
+        {
+            **os.environ,
+            "TAGLOOP_GCP_PROJECT": project,
+            "TAGLOOP_S3_BUCKET": registry.bucket,
+            "TAGLOOP_MODEL_CACHE_DIR": str(tmp_path / "cache"),
+            "TAGLOOP_PUBLISH_TIMEOUT_SECONDS": "1",
+        }
+    )
+    runtime = Runtime(settings)
+    client = create_app(settings, runtime).test_client()
+    runtime.start()
+    try:
+        wait_until(lambda: runtime.holder.current, timeout=10, what="model loaded")
+        prediction = client.post("/api/predict", json={"title": "python list"})
+        assert prediction.status_code == 200
+        assert prediction.get_json()["model_version"] == version
+        response = client.post("/api/feedback", json={"title": "python", "tags": ["python"]})
         assert response.status_code == 503
-        assert response.json()["error"]["code"] == "publish_failed"
-        assert replica.metric("tagloop_inference_feedback_publish_failures_total") == 1
+        assert response.get_json()["error"]["code"] == "publish_failed"
+        assert "tagloop_inference_feedback_publish_failures_total 1.0" in (
+            client.get("/metrics").get_data(as_text=True)
+        )
+    finally:
+        runtime.stop()
