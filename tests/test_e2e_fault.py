@@ -3,6 +3,8 @@
 Supervisor restarts both. Afterwards every correction that got its 202 is in
 the learner's CSV exactly once (acked only once on disk, deduplicated on
 redelivery), and both replicas converge on the learner's current version.
+Then the whole stack is stopped and started again on the same var directory:
+the model and the corpus are still there; `tagloop reset` wipes them.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import csv
 import os
 import signal
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -40,7 +44,7 @@ def restarted(stack: StackProcess, program: str, old_pid: int) -> bool:
     return stack.pid(program) not in {0, old_pid}
 
 
-def test_killed_learner_and_replica_lose_no_feedback_and_converge(
+def test_killed_parts_and_restarts_lose_no_feedback_and_replicas_converge(
     tmp_path: Path, small_corpus: Path
 ) -> None:
     # A short reconcile period bounds how long a restarted replica may miss a broadcast.
@@ -76,4 +80,18 @@ def test_killed_learner_and_replica_lose_no_feedback_and_converge(
             return [served_version(url) for url in stack.replica_urls] == [current, current]
 
         wait_until(converged, timeout=120, interval=0.5, what="both replicas on the current model")
-        assert learner_status(stack)["corpus"]["feedback_rows"] == len(counts)
+        status = learner_status(stack)
+        assert status["corpus"]["feedback_rows"] == len(counts)
+
+    with StackProcess(tmp_path / "var", env=env) as again:
+        restarted_status = learner_status(again)
+        assert restarted_status["current_version"] == status["current_version"]
+        assert restarted_status["corpus"]["feedback_rows"] == len(counts)
+        current = status["current_version"]
+        assert [served_version(url) for url in again.replica_urls] == [current, current]
+    assert stored_ids(tmp_path / "var") == counts
+
+    reset = [sys.executable, "-m", "tagloop.cli", "reset", "--var-dir", str(tmp_path / "var")]
+    result = subprocess.run(reset, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "var").exists()
