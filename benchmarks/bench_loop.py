@@ -271,7 +271,7 @@ def plot(rows: list[Row], batch: int, path: Path) -> None:
     quality.set_ylabel("test-set score")
     quality.set_title("Served model quality as user corrections arrive")
     quality.grid(alpha=0.3)
-    quality.legend(loc="lower right", fontsize="small")
+    quality.legend(loc="best", fontsize="small")
     fresh = [item for item in rows if item.freshness_seconds is not None]
     freshness.bar(
         [item.training_rows for item in fresh],
