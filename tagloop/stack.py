@@ -99,6 +99,11 @@ class Program:
         return f"{STAGES[self.stage]}:{self.name}"
 
 
+def supervisor_socket(var_dir: Path) -> Path:
+    """supervisord's XML-RPC socket for the stack in `var_dir`."""
+    return var_dir / "supervisor" / "supervisor.sock"
+
+
 @dataclass(frozen=True)
 class Stack:
     """Where the stack lives (var directory, working directory) and what runs in it."""
@@ -118,7 +123,7 @@ class Stack:
 
     @property
     def socket_path(self) -> Path:
-        return self.var_dir / "supervisor" / "supervisor.sock"
+        return supervisor_socket(self.var_dir)
 
     @property
     def ui_url(self) -> str:
@@ -307,8 +312,7 @@ def reset(var_dir: Path) -> bool:
         return False
     if not (var_dir / MARKER).exists() and var_dir.resolve() != (Path.cwd() / "var").resolve():
         raise StackError(f"{var_dir} was not created by `tagloop up`; not deleting it")
-    supervisor = Supervisor(var_dir / "supervisor" / "supervisor.sock")
-    if supervisor.running():
+    if Supervisor(supervisor_socket(var_dir)).running():
         raise StackError(f"the stack in {var_dir} is running: stop it (Ctrl+C) first")
     shutil.rmtree(var_dir)
     return True
