@@ -13,7 +13,7 @@
    to S3 (SeaweedFS) + current.json + broadcast. Target: <= 15 s. The gate's
    tolerance is set to 1 so that every candidate goes the whole way.
 
-Run: ./dev bench:learning [-- --messages 20000 --repeat 3]
+Run: ./dev bench:learning [-- --messages 200000 --repeat 3]
 Writes benchmarks/results/learning.json and learning.md.
 """
 
@@ -162,6 +162,9 @@ class Bench:
             total = time.perf_counter() - started
             meta = registry.get_metadata(update.version)
             logged = learner_log_times(learner.log_path, update.version)
+            while "announced" not in logged:  # the message can arrive before the log line
+                time.sleep(0.05)
+                logged = learner_log_times(learner.log_path, update.version)
             runs.append(
                 {
                     "version": update.version,
@@ -190,7 +193,7 @@ class Bench:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=20_000, help="backlog per ingest run")
+    parser.add_argument("--messages", type=int, default=200_000, help="backlog per ingest run")
     parser.add_argument("--repeat", type=int, default=3, help="refits at 23,000 rows")
     args = parser.parse_args()
 

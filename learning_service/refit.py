@@ -212,6 +212,7 @@ class Refitter(threading.Thread):
             self.metrics.set_current_model(
                 current, metadata.get("metrics", {}), _timestamp(metadata["created_at"])
             )
+        self._warm_up()
         log.info(
             "current model %s; %d of %d feedback rows not yet in a fit",
             current or "none (bootstrapping)",
@@ -307,7 +308,8 @@ class Refitter(threading.Thread):
                 self.fit_in_progress = False
             self.metrics.fit_in_progress.set(0)
 
-    def _in_worker(self, function: Callable[..., T], *args: Any) -> T:
+    def _worker(self) -> ProcessPoolExecutor:
+        """The fit worker, spawned and warmed up (scikit-learn imported) on first use."""
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
                 1,
@@ -316,9 +318,22 @@ class Refitter(threading.Thread):
                 initargs=(os.getpid(),),
             )
             self._worker_pid = self._pool.submit(os.getpid).result()
+        return self._pool
+
+    def _warm_up(self) -> None:
+        """Spawn the worker now, so that the first fit does not pay for its start-up."""
         try:
-            return self._pool.submit(function, *args).result()
+            self._in_worker(os.getpid)
         except BrokenProcessPool:
+            if self.stop.is_set():
+                raise Stopped("warm-up") from None
+            log.exception("the fit worker died while starting; the next fit starts another")
+
+    def _in_worker(self, function: Callable[..., T], *args: Any) -> T:
+        try:
+            return self._worker().submit(function, *args).result()
+        except BrokenProcessPool:
+            assert self._pool is not None
             self._pool.shutdown(wait=False)
             self._pool = self._worker_pid = None
             raise
