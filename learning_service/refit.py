@@ -18,11 +18,10 @@ backoff while ingestion goes on; the data is durable, so nothing is lost.
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import multiprocessing
 import os
 import shutil
-import signal
 import tempfile
 import threading
 import time
@@ -30,7 +29,6 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -126,7 +124,6 @@ class Refitter(threading.Thread):
         self._wake = threading.Condition()
         self._commit_lock = threading.Lock()
         self._pool: ProcessPoolExecutor | None = None
-        self._worker_pid: int | None = None
         # Guarded by _wake:
         self.loaded = False
         self.mark = 0  # feedback rows the last fit started with
@@ -169,10 +166,12 @@ class Refitter(threading.Thread):
         return metadata
 
     def kill_worker(self) -> None:
-        """Abandon a running fit at shutdown (its samples are durable; the next start refits)."""
-        if self._worker_pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self._worker_pid, signal.SIGKILL)
+        """Abandon a running fit at shutdown (its samples are durable; the next start refits).
+
+        The fit worker is this process's only multiprocessing child.
+        """
+        for child in multiprocessing.active_children():
+            child.kill()
 
     # --- the thread -------------------------------------------------------------
 
@@ -309,15 +308,14 @@ class Refitter(threading.Thread):
             self.metrics.fit_in_progress.set(0)
 
     def _worker(self) -> ProcessPoolExecutor:
-        """The fit worker, spawned and warmed up (scikit-learn imported) on first use."""
+        """The fit worker: one spawned process, importing scikit-learn as it starts."""
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
                 1,
-                mp_context=get_context("spawn"),
+                mp_context=multiprocessing.get_context("spawn"),
                 initializer=worker_init,
                 initargs=(os.getpid(),),
             )
-            self._worker_pid = self._pool.submit(os.getpid).result()
         return self._pool
 
     def _warm_up(self) -> None:
@@ -335,7 +333,7 @@ class Refitter(threading.Thread):
         except BrokenProcessPool:
             assert self._pool is not None
             self._pool.shutdown(wait=False)
-            self._pool = self._worker_pid = None
+            self._pool = None
             raise
 
     def _commit(self, version: str, work: Path, candidate: dict[str, Any]) -> None:
