@@ -107,7 +107,6 @@ class Ingestor(threading.Thread):
             self.metrics.observe_online(row.predicted_tags, row.tags)
             self.support.add(row.title, row.tags)
         self.metrics.held_back_tags.set(len(self.support.held_back()))
-        self.metrics.corpus_rows.labels("feedback").set(len(self.store))
         try:
             self.bus.ack(self.subscription, [message.ack_id for message in batch])
         except Exception as error:  # redelivered later and then dropped as duplicates

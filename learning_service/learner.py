@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 from typing import Any
 
 from learning_service.broadcast import Broadcaster
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 HELD_BACK_SHOWN = 50
 
 
-def load_corpus(path: Any) -> Corpus:
+def load_corpus(path: Path) -> Corpus:
     data = load_labeled(path)
     return Corpus(data.titles, data.tags)
 
@@ -40,7 +41,6 @@ class Learner:
         test = load_corpus(settings.test_data)
         self.store = FeedbackStore(settings.feedback_csv)
         self.metrics.corpus_rows.labels("bootstrap").set(len(bootstrap))
-        self.metrics.corpus_rows.labels("feedback").set(len(self.store))
         self.corpus_sizes = {"bootstrap_rows": len(bootstrap), "test_rows": len(test)}
         self.support = NewTagSupport(
             set().union(*map(set, bootstrap.tags)), settings.new_tag_min_support
@@ -58,6 +58,9 @@ class Learner:
             test,
             self.stop_event,
         )
+        # Read at scrape time, so they are never stale.
+        self.metrics.corpus_rows.labels("feedback").set_function(lambda: len(self.store))
+        self.metrics.samples_since_fit.set_function(self.refitter.samples_since_fit)
         self.ingestor = Ingestor(
             bus,
             settings.common.feedback_topic,

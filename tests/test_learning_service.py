@@ -112,6 +112,8 @@ def test_250_corrections_with_refit_every_100_refit_exactly_twice(
     assert learner.metric("tagloop_model_info", version=refits[1]["version"]) == 1
     assert learner.metric("tagloop_model_f1_macro") == refits[1]["metrics"]["f1_macro"]
     assert learner.metric("tagloop_fit_duration_seconds_count") == 3
+    assert learner.metric("tagloop_samples_since_fit") == status["samples_since_fit"]
+    assert learner.metric("tagloop_corpus_rows", source="feedback") == 250
     assert learner.stop() == 0
 
 
