@@ -45,6 +45,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 METRICS = ("f1_macro", "f1_micro", "f1_weighted", "accuracy", "average_precision_macro")
 METRICS += ("roc_auc_macro", "hamming_loss")
 FRESHNESS_TARGET = 20.0
+TREND_WINDOW = 5  # candidates averaged at each end of the replay
 POLL = 0.05
 
 
@@ -186,9 +187,18 @@ def write_csv(rows: list[Row], path: Path) -> None:
         writer.writerows(asdict(item) for item in rows)
 
 
+def trend(rows: list[Row], metric: str) -> float:
+    """Least-squares slope of `metric` per 1,000 corpus rows: one refit's noise averages out."""
+    slope = statistics.linear_regression(
+        [item.training_rows for item in rows], [getattr(item, metric) for item in rows]
+    ).slope
+    return slope * 1000
+
+
 def summary(rows: list[Row]) -> dict[str, Any]:
     fresh = [item.freshness_seconds for item in rows if item.freshness_seconds is not None]
     promoted = [item for item in rows if item.promoted]
+    window = max(1, min(TREND_WINDOW, (len(rows) - 1) // 2))
     return {
         "candidates": len(rows) - 1,
         "promoted": len(promoted) - 1,
@@ -197,6 +207,10 @@ def summary(rows: list[Row]) -> dict[str, Any]:
         "f1_first": rows[0].f1_macro,
         "f1_last": promoted[-1].f1_macro,
         "f1_best": max(item.f1_macro for item in promoted),
+        "window": window,
+        "f1_early": statistics.mean(item.f1_macro for item in rows[1 : window + 1]),
+        "f1_late": statistics.mean(item.f1_macro for item in rows[-window:]),
+        "trends": {name: trend(rows, name) for name in METRICS if name != "hamming_loss"},
     }
 
 
@@ -205,6 +219,7 @@ def write_markdown(
 ) -> None:
     host = machine()
     p50, worst = facts["freshness_p50"], facts["freshness_max"]
+    trends, window = facts["trends"], facts["window"]
     ports = "" if base_port == DEFAULT_BASE_PORT else f" -- --base-port {base_port}"
     lines = [
         "# Continuous-learning benchmark",
@@ -222,8 +237,15 @@ def write_markdown(
         "",
         "| what | result | target |",
         "| --- | --- | --- |",
+        f"| F1 macro trend, least squares over every model | {trends['f1_macro']:+.4f} per"
+        " 1,000 corrections | rises (> 0) |",
+        f"| F1 macro, mean of the first {window} -> last {window} candidates |"
+        f" {facts['f1_early']:.4f} -> {facts['f1_late']:.4f} | |",
         f"| F1 macro, bootstrap model -> last promoted | {facts['f1_first']:.4f} ->"
-        f" {facts['f1_last']:.4f} (best {facts['f1_best']:.4f}) | rises |",
+        f" {facts['f1_last']:.4f} (best {facts['f1_best']:.4f}) | |",
+        "| other trends per 1,000 corrections | "
+        + ", ".join(f"{name} {value:+.4f}" for name, value in trends.items() if name != "f1_macro")
+        + " | |",
         f"| candidates / promoted | {facts['candidates']} / {facts['promoted']} | |",
         f"| freshness p50 | {p50:.2f} s | <= {FRESHNESS_TARGET:.0f} s |",
         f"| freshness max | {worst:.2f} s | |",
@@ -249,18 +271,23 @@ def plot(rows: list[Row], batch: int, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (quality, freshness) = plt.subplots(2, 1, figsize=(9, 7.5), sharex=True)
+    figure, (macro, others, freshness) = plt.subplots(
+        3, 1, figsize=(9, 10), sharex=True, height_ratios=(3, 2, 2)
+    )
     corpus = [item.training_rows for item in rows]
-    for name, label in [
-        ("f1_macro", "F1 macro"),
-        ("f1_micro", "F1 micro"),
-        ("f1_weighted", "F1 weighted"),
-        ("average_precision_macro", "average precision (macro)"),
-    ]:
-        quality.plot(corpus, [getattr(item, name) for item in rows], marker=".", label=label)
+    macro.plot(corpus, [item.f1_macro for item in rows], marker=".", label="F1 macro")
+    first, last = corpus[0], corpus[-1]
+    fit = statistics.linear_regression(corpus, [item.f1_macro for item in rows])
+    macro.plot(
+        [first, last],
+        [fit.intercept + fit.slope * first, fit.intercept + fit.slope * last],
+        linestyle="--",
+        color="tab:blue",
+        label=f"least-squares trend ({fit.slope * 1000:+.4f} per 1,000 corrections)",
+    )
     refused = [item for item in rows if not item.promoted]
     if refused:
-        quality.scatter(
+        macro.scatter(
             [item.training_rows for item in refused],
             [item.f1_macro for item in refused],
             marker="x",
@@ -268,10 +295,18 @@ def plot(rows: list[Row], batch: int, path: Path) -> None:
             zorder=3,
             label="candidate not promoted",
         )
-    quality.set_ylabel("test-set score")
-    quality.set_title("Served model quality as user corrections arrive")
-    quality.grid(alpha=0.3)
-    quality.legend(loc="best", fontsize="small")
+    macro.set_ylabel("F1 macro (test set)")
+    macro.set_title("Model quality as user corrections arrive (one point per candidate)")
+    for name, label in [
+        ("f1_micro", "F1 micro"),
+        ("f1_weighted", "F1 weighted"),
+        ("average_precision_macro", "average precision (macro)"),
+    ]:
+        others.plot(corpus, [getattr(item, name) for item in rows], marker=".", label=label)
+    others.set_ylabel("test-set score")
+    for axes in (macro, others):
+        axes.grid(alpha=0.3)
+        axes.legend(loc="best", fontsize="small")
     fresh = [item for item in rows if item.freshness_seconds is not None]
     freshness.bar(
         [item.training_rows for item in fresh],
@@ -309,7 +344,8 @@ def main() -> None:
     write_markdown(rows, batch, facts, args.base_port, args.out / "loop.md")
     plot(rows, batch, args.out / "loop.png")
     print(
-        f"F1 macro {facts['f1_first']:.4f} -> {facts['f1_last']:.4f}; freshness p50"
+        f"F1 macro {facts['f1_first']:.4f} -> {facts['f1_last']:.4f}"
+        f" (trend {facts['trends']['f1_macro']:+.4f} per 1,000); freshness p50"
         f" {facts['freshness_p50']} s, max {facts['freshness_max']} s;"
         f" wrote {args.out}/loop.csv, loop.md, loop.png"
     )
