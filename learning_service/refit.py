@@ -360,7 +360,6 @@ class Refitter(threading.Thread):
         )
         with self._wake:
             self.last_decision = self._decision_summary(metadata)
-            self._needs_bootstrap = False  # promoted now, or another model was current
 
     def _put_once(self, version: str, work: Path, metadata: dict[str, Any]) -> str:
         """put_version, treating "already stored by an attempt whose answer was lost" as done."""
@@ -399,6 +398,7 @@ class Refitter(threading.Thread):
         metrics = metadata.get("metrics", {})
         with self._wake:
             self.current = metadata
+            self._needs_bootstrap = False
         self.metrics.set_current_model(version, metrics, time.time())
         self.metrics.promotions.labels(label).inc()
         self.broadcaster.announce(
