@@ -11,7 +11,8 @@
    from POST /api/retrain until the model-update message arrives on a
    subscription of the model topic, i.e. fit + evaluate on test.tsv + upload
    to S3 (SeaweedFS) + current.json + broadcast. Target: <= 15 s. The gate's
-   tolerance is set to 1 so that every candidate goes the whole way.
+   tolerance is set to 1 so that every candidate goes the whole way; one
+   warm-up retrain (fit worker still starting) runs first and is not counted.
 
 Run: ./dev bench:learning [-- --messages 200000 --repeat 3]
 Writes benchmarks/results/learning.json and learning.md.
@@ -148,7 +149,7 @@ class Bench:
         while learner.get("/api/status")["corpus"]["feedback_rows"] < 5000:
             time.sleep(0.1)
         runs = []
-        for _ in range(repeat):
+        for _ in range(repeat + 1):  # the first, with a cold worker, is not counted
             started = time.perf_counter()
             answer = learner.post("/api/retrain", TOKEN)
             answer.raise_for_status()
@@ -186,8 +187,9 @@ class Bench:
             )
         learner.stop()
         return {
-            "runs": runs,
-            "median_total_seconds": statistics.median(r["total_seconds"] for r in runs),
+            "warm_up_run": runs[0],
+            "runs": runs[1:],
+            "median_total_seconds": statistics.median(r["total_seconds"] for r in runs[1:]),
         }
 
 
