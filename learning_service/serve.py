@@ -44,7 +44,7 @@ def run(host: str, port: int) -> int:
     try:
         settings = LearnerSettings.from_env()
         learner = Learner.from_settings(settings)
-    except (ConfigError, DataError, StoreError) as error:
+    except (ConfigError, DataError, StoreError, OSError) as error:  # OSError: the data dir
         log.error("cannot start the learning service: %s", error)
         return 2
     try:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -252,3 +256,21 @@ def test_every_bad_payload_is_acked_logged_counted_and_the_learner_keeps_going(
     logged_reasons = [e["reason"] for e in logged if e["message"].startswith("rejected message")]
     assert sorted(logged_reasons) == sorted(r for _, _, r in BAD_PAYLOADS.values())
     assert learner.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("TAGLOOP_REFIT_EVERY", "often"), ("TAGLOOP_TRAIN_DATA", "/nonexistent/train.tsv")],
+)
+def test_a_bad_setting_stops_the_start_with_a_message_naming_it(
+    name: str, value: str, tmp_path: Path
+):
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "tagloop"), "serve", "learning", "--port", "0"],
+        env={**os.environ, "TAGLOOP_DATA_DIR": str(tmp_path), name: value},
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert value in result.stderr.decode() or name in result.stderr.decode()
