@@ -42,9 +42,7 @@ class Learner:
         self.store = FeedbackStore(settings.feedback_csv)
         self.metrics.corpus_rows.labels("bootstrap").set(len(bootstrap))
         self.corpus_sizes = {"bootstrap_rows": len(bootstrap), "test_rows": len(test)}
-        self.support = NewTagSupport(
-            set().union(*map(set, bootstrap.tags)), settings.new_tag_min_support
-        )
+        self.support = NewTagSupport(bootstrap.vocabulary(), settings.new_tag_min_support)
         self.broadcaster = Broadcaster(
             bus, settings.common.model_topic, self.stop_event, self.metrics
         )

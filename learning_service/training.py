@@ -36,6 +36,9 @@ class Corpus:
     def __len__(self) -> int:
         return len(self.titles)
 
+    def vocabulary(self) -> set[str]:
+        return set().union(*map(set, self.tags))
+
     def digest(self) -> str:
         """sha256 of the exact rows, recorded so a model can be traced to its data."""
         digest = hashlib.sha256()
@@ -77,7 +80,7 @@ def training_corpus(
     bootstrap: Corpus, feedback: Sequence[StoredFeedback], min_support: int
 ) -> tuple[Corpus, dict[str, int]]:
     """Bootstrap rows + feedback rows minus held-back tags; also returns the held-back tags."""
-    support = NewTagSupport(set().union(*map(set, bootstrap.tags)), min_support)
+    support = NewTagSupport(bootstrap.vocabulary(), min_support)
     for row in feedback:
         support.add(row.title, row.tags)
     titles, tags = list(bootstrap.titles), list(bootstrap.tags)
