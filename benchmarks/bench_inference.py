@@ -75,6 +75,7 @@ async def _connection(
         except (asyncio.IncompleteReadError, ConnectionError) as error:
             out["errors"].append(repr(error))
             status, close = 0, True
+        out["sent"][0] += 1
         if now >= start_at:
             out["latencies"].append(time.perf_counter() - now)
             if status != 200:
@@ -87,7 +88,7 @@ async def _connection(
 
 def generate_load(port: int, requests: list[bytes], connections: int, seconds: float) -> dict:
     """Runs in its own process, so the generator's CPU is not the test process's."""
-    out: dict[str, list] = {"latencies": [], "errors": []}
+    out: dict[str, list] = {"latencies": [], "errors": [], "sent": [0]}
 
     async def main() -> None:
         start_at = time.perf_counter() + WARMUP_SECONDS
@@ -96,14 +97,32 @@ def generate_load(port: int, requests: list[bytes], connections: int, seconds: f
             *(_connection(port, requests, start_at, stop_at, out) for _ in range(connections))
         )
 
+    cpu = time.process_time()
     asyncio.run(main())
+    out["client_cpu"] = [time.process_time() - cpu]
     return out
 
 
-def summarise(out: dict, seconds: float, titles_per_request: int) -> dict:
+def process_cpu_seconds(pid: int) -> float:
+    """user + system CPU of a process and its children so far (from /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    total = 0.0
+    for each in (pid, *map(int, children)):
+        fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
+def summarise(out: dict, seconds: float, titles_per_request: int, server_cpu: float) -> dict:
     latencies = np.array(out["latencies"]) * 1000.0
     rps = len(latencies) / seconds
+    sent = out["sent"][0]
     return {
+        # CPU per request does not depend on what else runs on the machine: it says
+        # what a core can do even when the wall-clock numbers are contended.
+        "server_cpu_us_per_request": round(server_cpu / sent * 1e6, 1),
+        "client_cpu_us_per_request": round(out["client_cpu"][0] / sent * 1e6, 1),
         "requests": len(latencies),
         "errors": len(out["errors"]),
         "requests_per_s": round(rps, 1),
@@ -178,10 +197,12 @@ def run(args: argparse.Namespace) -> dict:
                         (f"batch of {args.batch}", batches, args.batch),
                     ):
                         load_before = os.getloadavg()[0]
+                        cpu_before = process_cpu_seconds(replica.pid)
                         out = pool.submit(
                             generate_load, port, requests, args.connections, args.seconds
                         ).result()
-                        results[name] = summarise(out, args.seconds, size) | {
+                        server_cpu = process_cpu_seconds(replica.pid) - cpu_before
+                        results[name] = summarise(out, args.seconds, size, server_cpu) | {
                             "load_average_1m_before": round(load_before, 2)
                         }
                         print(name, results[name], flush=True)

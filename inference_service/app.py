@@ -7,6 +7,7 @@ build an app around a `Runtime` they control.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -66,9 +67,10 @@ def create_app(settings: InferenceSettings | None = None, runtime: Runtime | Non
         titles, single = _titles(json_body())
         loaded = serving()
         predictions = loaded.model.predict(titles)
-        metrics.PREDICTIONS.labels(loaded.version).inc(len(titles))
+        metrics.predictions(loaded.version).inc(len(titles))
         results = [_result(t, p, loaded.version) for t, p in zip(titles, predictions, strict=True)]
-        return jsonify(results[0] if single else {"predictions": results})
+        body = json.dumps(results[0] if single else {"predictions": results})
+        return Response(body, mimetype="application/json")  # the hot path: no provider layers
 
     @app.post("/api/feedback")
     def feedback() -> tuple[Response, int]:

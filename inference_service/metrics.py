@@ -7,6 +7,8 @@ disappear (`live*` modes, see `child_exit` in gunicorn.conf.py).
 
 from __future__ import annotations
 
+import functools
+
 from prometheus_client import Counter, Gauge, Histogram
 
 PREDICTIONS = Counter(
@@ -68,6 +70,12 @@ FEEDBACK_RATE_LIMITED = Counter(
     "tagloop_inference_feedback_rate_limited_total",
     "Feedback requests refused with 429 by the per-client token bucket.",
 )
+
+
+@functools.lru_cache(maxsize=8)
+def predictions(version: str) -> Counter:
+    """The per-version prediction counter, looked up once per version, not per request."""
+    return PREDICTIONS.labels(version)
 
 
 def record_swap(previous: str | None, version: str, loaded_at_unix: float, trigger: str) -> None:

@@ -9,6 +9,7 @@ exposed as usual.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 
@@ -51,9 +52,20 @@ def install(app: Flask) -> None:
             rule = request.url_rule
             endpoint = rule.rule if rule is not None else "unmatched"
             method = request.method if request.method in _METHODS else "OTHER"
-            DURATION.labels(endpoint, method).observe(time.perf_counter() - started)
-            REQUESTS.labels(endpoint, method, str(response.status_code)).inc()
+            _duration(endpoint, method).observe(time.perf_counter() - started)
+            _requests(endpoint, method, response.status_code).inc()
         return response
+
+
+# The label sets are bounded, so their children are looked up once, not per request.
+@functools.cache
+def _duration(endpoint: str, method: str) -> Histogram:
+    return DURATION.labels(endpoint, method)
+
+
+@functools.cache
+def _requests(endpoint: str, method: str, status: int) -> Counter:
+    return REQUESTS.labels(endpoint, method, str(status))
 
 
 def multiprocess_dir() -> str | None:
