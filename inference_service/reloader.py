@@ -152,6 +152,8 @@ class Reloader:
                 delay = min(2 * delay, self.reconcile_seconds)
 
     def _subscribe(self) -> bool:
+        if self._stopping.is_set():  # never re-create clients that `stop` is closing
+            return False
         try:
             try:
                 self._ensure_subscription()
