@@ -9,6 +9,7 @@ every worker hears every broadcast.
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 from gunicorn import glogging
@@ -45,6 +46,14 @@ class Logger(glogging.Logger):
 
 
 logger_class = Logger
+
+
+def pre_fork(server: Any, worker: Any) -> None:
+    """In the master, just before forking: everything imported and built so far (modules,
+    the app) lives as long as the process. Freezing it keeps the workers' garbage
+    collector from walking it (a full pass over it takes tens of milliseconds, right in
+    some request's latency) and keeps its pages shared with the master."""
+    gc.freeze()
 
 
 def post_worker_init(worker: Any) -> None:
