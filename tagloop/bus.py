@@ -197,7 +197,9 @@ class Bus:
             "max_messages": max_messages,
         }
         try:
-            response = self.subscriber.pull(request=request, timeout=timeout)
+            # No client-side retry: it would keep an unreachable server's pull going
+            # for 60 s whatever `timeout` says; the caller decides how to back off.
+            response = self.subscriber.pull(request=request, timeout=timeout, retry=None)
         except gexc.DeadlineExceeded:
             return []
         return [
@@ -268,10 +270,15 @@ class Bus:
             self._pid = None
 
 
-def _deadline(timeout: float | None) -> dict[str, float]:
-    """An overall deadline for an admin call, retries included (the client's default is 60 s,
-    too long for a start-up or shutdown path while Pub/Sub is unreachable)."""
-    return {} if timeout is None else {"timeout": timeout}
+def _deadline(timeout: float | None) -> dict[str, Any]:
+    """An overall deadline for an admin call: one attempt bounded by `timeout`.
+
+    A bare `timeout` only bounds each attempt: the client's default retry
+    keeps retrying UNAVAILABLE for up to 60 s (subscriber) or 600 s
+    (publisher), too long for a start-up or shutdown path while Pub/Sub is
+    unreachable. Callers with a deadline retry on their own terms.
+    """
+    return {} if timeout is None else {"timeout": timeout, "retry": None}
 
 
 class RejectLog:
