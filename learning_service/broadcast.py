@@ -11,11 +11,13 @@ import logging
 import threading
 
 from learning_service.metrics import LearnerMetrics
-from learning_service.retry import Stopped, retry
+from learning_service.retry import ADMIN_TIMEOUT, Stopped, retry
 from tagloop.bus import Bus
 from tagloop.messages import ModelUpdate
 
 log = logging.getLogger(__name__)
+
+PUBLISH_TIMEOUT = 10.0
 
 
 class Broadcaster(threading.Thread):
@@ -48,7 +50,7 @@ class Broadcaster(threading.Thread):
         try:
             retry(
                 "pubsub.ensure_topic",
-                lambda: self.bus.ensure_topic(self.topic),
+                lambda: self.bus.ensure_topic(self.topic, timeout=ADMIN_TIMEOUT),
                 self.stop,
                 self.metrics.retries,
             )
@@ -61,7 +63,7 @@ class Broadcaster(threading.Thread):
                     return
                 retry(
                     "pubsub.publish_model_update",
-                    lambda update=update: self.bus.publish(self.topic, update),
+                    lambda update=update: self.bus.publish(self.topic, update, PUBLISH_TIMEOUT),
                     self.stop,
                     self.metrics.retries,
                 )

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 
 from learning_service.metrics import LearnerMetrics
-from learning_service.retry import FIRST_DELAY, MAX_DELAY, Stopped, retry
+from learning_service.retry import ADMIN_TIMEOUT, FIRST_DELAY, MAX_DELAY, Stopped, retry
 from learning_service.store import FeedbackStore, StoredFeedback
 from learning_service.training import NewTagSupport
 from tagloop.bus import Bus, Received, RejectLog, parse_or_reject
@@ -80,9 +80,12 @@ class Ingestor(threading.Thread):
         log.info("ingest stopped")
 
     def _ensure(self) -> None:
-        self.bus.ensure_topic(self.topic)
+        self.bus.ensure_topic(self.topic, timeout=ADMIN_TIMEOUT)
         self.bus.ensure_subscription(
-            self.topic, self.subscription, ack_deadline_seconds=ACK_DEADLINE_SECONDS
+            self.topic,
+            self.subscription,
+            ack_deadline_seconds=ACK_DEADLINE_SECONDS,
+            timeout=ADMIN_TIMEOUT,
         )
 
     def handle(self, batch: list[Received]) -> list[StoredFeedback]:

@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 FIRST_DELAY = 0.5
-MAX_DELAY = 30.0
+MAX_DELAY = 10.0  # cheap calls: after an outage, notice the recovery soon
+ADMIN_TIMEOUT = 10.0  # one attempt at creating a topic or subscription
 
 
 class Stopped(Exception):

@@ -17,6 +17,7 @@ from learning_service.training import NewTagSupport
 from tagloop.bus import Bus, Received, RejectLog
 from tagloop.messages import Feedback
 from tests.fixtures.learning import file_size_limit
+from tests.fixtures.pubsub import free_port
 from tests.fixtures.wait import wait_until
 
 TOPIC, SUBSCRIPTION = "tag-feedback", "learner"
@@ -120,3 +121,40 @@ def test_nothing_is_acked_when_the_batch_cannot_be_stored(ingestor: Ingestor):
     [again] = pull_all(bus, 1)
     assert again.message_id == batch[0].message_id
     assert ingestor.handle([again]) != []  # stored once the disk has room again
+
+
+def test_with_pubsub_unreachable_the_loop_backs_off_reports_it_and_stops_promptly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", f"127.0.0.1:{free_port()}")  # nothing listens
+    bus = Bus("unreachable")
+    store = FeedbackStore(tmp_path / "feedback.csv")
+    stop = threading.Event()
+    ingestor = Ingestor(
+        bus,
+        TOPIC,
+        SUBSCRIPTION,
+        store,
+        RejectLog(tmp_path / "rejects.jsonl"),
+        LearnerMetrics(),
+        NewTagSupport(set(), min_support=3),
+        on_stored=lambda: None,
+        stop=stop,
+    )
+    ingestor.start()
+    wait_until(
+        lambda: (
+            value(
+                ingestor, "tagloop_dependency_retries_total", operation="pubsub.ensure_subscription"
+            )
+            >= 2
+        ),
+        timeout=10,
+        what="retries of the subscription set-up",
+    )
+    assert not ingestor.connected
+    stop.set()
+    ingestor.join(timeout=5)
+    assert not ingestor.is_alive()
+    store.close()
+    bus.close()

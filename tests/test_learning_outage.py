@@ -64,6 +64,11 @@ def test_outages_delay_but_never_lose_a_correction_a_model_or_a_broadcast(
             wait_until(lambda: stored() == 120, timeout=20, what="ingestion during the retries")
 
             emulator.stop(timeout=5)  # Pub/Sub goes down too, then S3 comes back
+            wait_until(
+                lambda: learner.get("/api/status")["ready"]["pubsub"] is False,
+                timeout=15,
+                what="the outage reported",
+            )
             s3 = S3Server(tmp_path / "s3", port=s3.port, bucket=BUCKET, log_path=s3.log_path)
             s3.start()
             registry = s3.registry()
