@@ -77,7 +77,10 @@ def test_services_expose_every_metric_the_dashboard_and_alerts_query(
     publisher = pubsub_v1.PublisherClient()
     topic = publisher.topic_path("tagloop-local", "tag-feedback")
     payload = json.dumps({"title": "no tags and no id"}).encode()
-    publisher.publish(topic, payload, schema="tagloop.feedback.v1").result(timeout=10)
+    try:
+        publisher.publish(topic, payload, schema="tagloop.feedback.v1").result(timeout=10)
+    finally:
+        publisher.stop()
     wait_until(
         lambda: scrape(stack.learner_url).get("tagloop_feedback_rejected_total"),
         timeout=30,
