@@ -7,7 +7,6 @@ clean stop, SIGKILL for a crash).
 
 from __future__ import annotations
 
-import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +16,8 @@ from typing import Any
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
+
+from tagloop.processes import stop_process
 
 START_TIMEOUT = 60.0
 POLL_SECONDS = 0.05
@@ -98,12 +99,5 @@ class LearnerProcess:
         """SIGTERM and wait: a clean shutdown exits 0."""
         if self.process is None:
             return 0
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            raise
-        finally:
-            self.process = None
+        process, self.process = self.process, None
+        return stop_process(process, timeout)

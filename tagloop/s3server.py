@@ -32,6 +32,7 @@ from types import FrameType, TracebackType
 from typing import IO, TYPE_CHECKING
 
 from tagloop.errors import TagloopError
+from tagloop.processes import stop_process
 from tagloop.settings import env_str
 
 if TYPE_CHECKING:
@@ -301,14 +302,11 @@ class S3Server:
         process, self.process = self.process, None
         status = None
         if process is not None:
-            if process.poll() is None:
-                process.terminate()
             try:
-                status = process.wait(timeout)
+                status = stop_process(process, timeout)
             except subprocess.TimeoutExpired:
-                log.warning("SeaweedFS ignored SIGTERM for %.0f s; killing it", timeout)
-                process.kill()
-                status = process.wait()
+                log.warning("SeaweedFS ignored SIGTERM for %.0f s; killed it", timeout)
+                status = process.returncode
         if self._log is not None:
             self._log.close()
             self._log = None

@@ -18,6 +18,8 @@ from types import TracebackType
 
 import grpc
 
+from tagloop.processes import stop_process
+
 
 def free_port() -> int:
     """A TCP port that is free right now on 127.0.0.1."""
@@ -72,16 +74,8 @@ class EmulatorProcess:
         """Signal the emulator and wait for it to exit; returns the exit status."""
         if self.process is None:
             return 0
-        if self.process.poll() is None:
-            self.process.send_signal(signum)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            raise
-        finally:
-            self.process = None
+        process, self.process = self.process, None
+        return stop_process(process, timeout, signum)
 
     def __enter__(self) -> EmulatorProcess:
         return self.start()
