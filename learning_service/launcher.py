@@ -7,7 +7,6 @@ clean stop, SIGKILL for a crash).
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -17,16 +16,10 @@ from typing import Any
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tagloop.processes import stop_process
+from tagloop.processes import free_port, stop_process
 
 START_TIMEOUT = 60.0
 POLL_SECONDS = 0.05
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def metric(text: str, name: str, **labels: str) -> float:

@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free right now on `host` (for tests and launchers)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
 
 
 def stop_process(process: subprocess.Popen, timeout: float, signum: int = signal.SIGTERM) -> int:
