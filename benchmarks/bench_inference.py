@@ -301,6 +301,15 @@ about 1 means the wall-clock numbers understate what the service does alone.
 CPU time per request (all gunicorn processes, from /proc) depends much less on
 that competition: {info["cores"]} cores divided by server + client CPU per
 request is the throughput this machine can reach when nothing else runs.
+
+Compare the server CPU column of the closed- and open-loop rows: under
+concurrency gunicorn's gthread poller collects several ready connections per
+wake-up, while an evenly paced request costs three thread wake-ups of its own
+(poller, pool thread, poller again). Paced at 2,000/s that is about the whole
+of this machine's two cores, which the load generator and the rest of the
+machine also need, so that row falls behind (its latency is mostly queueing);
+a replica that must absorb that rate evenly paced wants more cores, which is
+what the HPA adds.
 """
     (RESULTS / "inference.md").write_text(text)
 
