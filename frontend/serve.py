@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from collections.abc import Callable
 from typing import Any
 
@@ -18,9 +17,9 @@ from gunicorn.app.base import BaseApplication
 
 from frontend.settings import UISettings
 from frontend.tag_rules import tag_rules
-from inference_service.serve import fresh_metrics_dir
 from tagloop.data import load_titles
 from tagloop.logs import configure_logging
+from tagloop.wsgi_server import bind_address, fresh_metrics_dir, run_application
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +54,8 @@ class _Application(BaseApplication):
 
 
 def gunicorn_options(settings: UISettings, host: str, port: int) -> dict[str, Any]:
-    bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     return {
-        "bind": [bind],
+        "bind": [bind_address(host, port)],
         "workers": settings.workers,
         "threads": settings.threads,
         "worker_class": "gthread",
@@ -82,7 +80,7 @@ def run(host: str, port: int) -> int:
     titles = load_titles(settings.unlabeled_data)
     # prometheus_client picks its multi-process mode when first imported, so the
     # directory is set before the app module (and prometheus_client) is loaded.
-    metrics_dir, created = fresh_metrics_dir()
+    metrics_dir, created = fresh_metrics_dir("ui")
     from frontend.app import create_app
 
     tag_rules()  # computed once here, inherited by every worker
@@ -96,11 +94,4 @@ def run(host: str, port: int) -> int:
     server = _Application(
         lambda: create_app(settings, titles), gunicorn_options(settings, host, port)
     )
-    try:
-        server.run()
-    except SystemExit as exit_:
-        return exit_.code if isinstance(exit_.code, int) else 1
-    finally:
-        if created:
-            shutil.rmtree(metrics_dir, ignore_errors=True)
-    return 0
+    return run_application(server, metrics_dir, created)

@@ -8,9 +8,6 @@ dir) before gunicorn loads the app in its workers.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from gunicorn import util
@@ -18,11 +15,11 @@ from gunicorn.app.base import Application
 
 from inference_service.config import InferenceSettings
 from tagloop.logs import configure_logging
+from tagloop.wsgi_server import bind_address, fresh_metrics_dir, run_application
 
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = Path(__file__).with_name("gunicorn.conf.py")
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class InferenceServer(Application):
@@ -40,32 +37,11 @@ class InferenceServer(Application):
         return util.import_app(self.cfg.wsgi_app)
 
 
-def fresh_metrics_dir() -> tuple[Path, bool]:
-    """Empty the configured multiprocess directory, or create one; (path, created)."""
-    configured = os.environ.get(MULTIPROC_ENV, "").strip()
-    if configured:
-        path = Path(configured)
-        path.mkdir(parents=True, exist_ok=True)
-        for stale in path.glob("*.db"):  # a previous run's counters must not leak in
-            stale.unlink()
-        return path, False
-    path = Path(tempfile.mkdtemp(prefix="tagloop-inference-metrics-"))
-    os.environ[MULTIPROC_ENV] = str(path)
-    return path, True
-
-
 def run(host: str, port: int) -> int:
     """Serve until SIGTERM/SIGINT; returns gunicorn's exit status."""
     configure_logging("inference")
     InferenceSettings.from_env()  # fail fast, naming the bad variable
-    metrics_dir, created = fresh_metrics_dir()
-    bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    metrics_dir, created = fresh_metrics_dir("inference")
+    bind = bind_address(host, port)
     log.info("starting gunicorn on %s (metrics in %s)", bind, metrics_dir)
-    try:
-        InferenceServer(bind).run()
-    except SystemExit as exit_:
-        return exit_.code if isinstance(exit_.code, int) else 1
-    finally:
-        if created:
-            shutil.rmtree(metrics_dir, ignore_errors=True)
-    return 0
+    return run_application(InferenceServer(bind), metrics_dir, created)
