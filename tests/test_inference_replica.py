@@ -374,3 +374,8 @@ def test_without_pubsub_the_model_loads_and_feedback_is_503(
         assert failures and failures[0] >= 1
     finally:
         runtime.stop()
+        wait_until(
+            lambda: not [t for t in threading.enumerate() if "CommitBatchPublisher" in t.name],
+            timeout=30,
+            what="the publisher's retry thread to end (inside this test)",
+        )
