@@ -330,8 +330,12 @@ class S3Server:
         self.stop()
 
 
-class _Stop(Exception):
-    """Raised from the signal handler to leave the foreground wait."""
+class _Stop(BaseException):
+    """Raised from the signal handler to leave the foreground wait.
+
+    A BaseException, like KeyboardInterrupt, so that no `except Exception`
+    on the way (a readiness poll, a client library) can swallow the stop.
+    """
 
 
 def _raise_stop(signum: int, frame: FrameType | None) -> None:
