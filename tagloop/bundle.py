@@ -27,7 +27,15 @@ ARTIFACT_NAME = "model.npz"
 METADATA_NAME = "metadata.json"
 FORMAT_VERSION = 1
 _ARRAYS = ("coef", "intercept", "thresholds", "idf", "terms", "term_columns", "classes")
-_PARAMS = ("C", "min_df", "cv_folds", "min_positives", "max_tags", "random_state")
+_PARAMS = (
+    "C",
+    "min_df",
+    "cv_folds",
+    "threshold_smoothing",
+    "threshold_prior",
+    "max_tags",
+    "random_state",
+)
 
 
 class BundleError(TagloopError, ValueError):

@@ -29,6 +29,8 @@ from sklearn.svm import LinearSVC
 
 from tagloop.text import analyze
 
+_THRESHOLD_GRID = np.linspace(-1.5, 1.0, 101)  # margin steps of 0.025
+
 
 @dataclass(frozen=True)
 class Prediction:
@@ -45,11 +47,25 @@ def _fit_binary(X: sparse.csr_matrix, y: np.ndarray, C: float) -> LinearSVC | No
     return LinearSVC(C=C, max_iter=2000).fit(X, y)
 
 
-def _best_f1_threshold(margins: np.ndarray, y: np.ndarray, grid: np.ndarray) -> float:
-    predicted = margins[:, None] >= grid[None, :]
-    true_positives = (predicted & (y[:, None] == 1)).sum(axis=0)
-    f1 = 2 * true_positives / (predicted.sum(axis=0) + y.sum() + 1e-12)
-    return float(grid[int(np.argmax(f1))])
+def _best_f1_threshold(
+    margins: np.ndarray, y: np.ndarray, grid: np.ndarray, smoothing: int
+) -> float:
+    """The grid point where F1 peaks, after a moving average over neighbouring points:
+    a raw argmax chases noise in the out-of-fold margins and makes refits jumpy."""
+
+    def at_or_above(values: np.ndarray) -> np.ndarray:
+        """How many values reach each grid point (sorting, not a titles x grid matrix)."""
+        return values.size - np.searchsorted(np.sort(values), grid, side="left")
+
+    positives = margins[y == 1]
+    true_positives = at_or_above(positives)
+    f1 = 2 * true_positives / (at_or_above(margins) + positives.size + 1e-12)
+    smoothed = np.convolve(
+        np.pad(f1, (smoothing // 2, (smoothing - 1) // 2), mode="edge"),
+        np.full(smoothing, 1 / smoothing),
+        mode="valid",
+    )
+    return float(grid[int(np.argmax(smoothed))])
 
 
 class TagModel(BaseEstimator):
@@ -57,7 +73,10 @@ class TagModel(BaseEstimator):
 
     C: SVM regularisation. min_df: drop n-grams seen in fewer titles.
     cv_folds: folds of out-of-fold margins used to pick per-tag thresholds.
-    min_positives: tags with fewer training titles use the global threshold.
+    threshold_smoothing: grid points (of 0.025 margin) over which the F1 curve is
+        averaged before its peak is taken; 1 takes the raw peak.
+    threshold_prior: pseudo-titles pulling each tag's threshold toward the global one,
+        so a rare tag's few positives cannot set it alone.
     max_tags: at most this many tags are chosen per title.
     """
 
@@ -66,7 +85,8 @@ class TagModel(BaseEstimator):
         C: float = 0.3,
         min_df: int = 2,
         cv_folds: int = 3,
-        min_positives: int = 10,
+        threshold_smoothing: int = 9,
+        threshold_prior: float = 20.0,
         max_tags: int = 3,
         n_jobs: int = 2,
         random_state: int = 0,
@@ -74,7 +94,8 @@ class TagModel(BaseEstimator):
         self.C = C
         self.min_df = min_df
         self.cv_folds = cv_folds
-        self.min_positives = min_positives
+        self.threshold_smoothing = threshold_smoothing
+        self.threshold_prior = threshold_prior
         self.max_tags = max_tags
         self.n_jobs = n_jobs
         self.random_state = random_state
@@ -126,16 +147,17 @@ class TagModel(BaseEstimator):
         return self
 
     def _thresholds(self, oof: np.ndarray, Y: np.ndarray) -> np.ndarray:
-        grid = np.linspace(-1.5, 1.0, 51)
-        global_threshold = _best_f1_threshold(oof.ravel(), Y.ravel(), grid)
-        return np.array(
-            [
-                _best_f1_threshold(oof[:, j], Y[:, j], grid)
-                if Y[:, j].sum() >= self.min_positives
-                else global_threshold
-                for j in range(Y.shape[1])
-            ],
-            dtype=np.float32,
+        """Per-tag F1-optimal thresholds, shrunk toward the global one by tag frequency."""
+
+        def best(margins: np.ndarray, y: np.ndarray) -> float:
+            return _best_f1_threshold(margins, y, _THRESHOLD_GRID, self.threshold_smoothing)
+
+        global_threshold = best(oof.ravel(), Y.ravel())
+        own = np.array([best(oof[:, j], Y[:, j]) for j in range(Y.shape[1])])
+        positives = Y.sum(axis=0)
+        prior = self.threshold_prior
+        return ((positives * own + prior * global_threshold) / (positives + prior)).astype(
+            np.float32
         )
 
     def _calibration_slope(self, centered: np.ndarray, Y: np.ndarray) -> float:

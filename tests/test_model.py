@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tagloop.metrics import evaluate
-from tagloop.model import TagModel
+from tagloop.model import TagModel, _best_f1_threshold
 
 
 def test_fast_path_equals_the_estimators_it_came_from(trained_model, test_data):
@@ -63,3 +63,34 @@ def test_fit_learns_a_tag_from_few_examples():
 def test_fit_rejects_mismatched_inputs():
     with pytest.raises(ValueError, match="equal length"):
         TagModel().fit(["a title"], [])
+
+
+def _margins(rng: np.random.Generator, positives: int, negatives: int, shift: float):
+    """Out-of-fold-like margins: positives sit `shift` above the negatives."""
+    y = np.r_[np.ones(positives, dtype=int), np.zeros(negatives, dtype=int)]
+    return rng.normal(size=y.size) + shift * y, y
+
+
+def test_threshold_is_the_peak_of_the_f1_curve():
+    """Without smoothing or prior, the threshold is the grid point of best F1."""
+    rng = np.random.default_rng(0)
+    margins, y = _margins(rng, 300, 700, shift=2.0)
+    grid = np.linspace(-1.5, 1.0, 101)
+    brute = [2 * ((margins >= t) & (y == 1)).sum() / ((margins >= t).sum() + y.sum()) for t in grid]
+    model = TagModel(threshold_smoothing=1, threshold_prior=0.0)
+    (threshold,) = model._thresholds(margins[:, None], y[:, None])
+    assert threshold == pytest.approx(grid[int(np.argmax(brute))])
+
+
+def test_a_rare_tag_threshold_is_pulled_toward_the_global_one():
+    """Two positives cannot set a tag's threshold on their own; a frequent tag keeps its own."""
+    rng = np.random.default_rng(1)
+    frequent, y_frequent = _margins(rng, 2_000, 8_000, shift=2.0)
+    rare = np.r_[[0.9, 0.95], rng.normal(size=9_998) - 1.0]  # its own best cut sits near 0.9
+    y_rare = np.r_[[1, 1], np.zeros(9_998, dtype=int)]
+    oof, Y = np.c_[frequent, rare], np.c_[y_frequent, y_rare]
+    own = TagModel(threshold_prior=0.0)._thresholds(oof, Y)
+    shrunk = TagModel(threshold_prior=20.0)._thresholds(oof, Y)
+    assert shrunk[0] == pytest.approx(own[0], abs=0.01)
+    global_threshold = _best_f1_threshold(oof.ravel(), Y.ravel(), np.linspace(-1.5, 1.0, 101), 9)
+    assert abs(shrunk[1] - global_threshold) < abs(own[1] - global_threshold) / 5
