@@ -346,7 +346,7 @@ def main() -> None:
     print(
         f"F1 macro {facts['f1_first']:.4f} -> {facts['f1_last']:.4f}"
         f" (trend {facts['trends']['f1_macro']:+.4f} per 1,000); freshness p50"
-        f" {facts['freshness_p50']} s, max {facts['freshness_max']} s;"
+        f" {facts['freshness_p50']:.2f} s, max {facts['freshness_max']:.2f} s;"
         f" wrote {args.out}/loop.csv, loop.md, loop.png"
     )
 

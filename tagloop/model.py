@@ -40,11 +40,13 @@ class Prediction:
     """Every tag of the vocabulary with its score, best first."""
 
 
-def _fit_binary(X: sparse.csr_matrix, y: np.ndarray, C: float) -> LinearSVC | None:
+def _fit_binary(
+    X: sparse.csr_matrix, y: np.ndarray, C: float, random_state: int
+) -> LinearSVC | None:
     """One tag's SVM; None for a tag without both classes (it gets a constant margin)."""
     if y.min() == y.max():
         return None
-    return LinearSVC(C=C, max_iter=2000).fit(X, y)
+    return LinearSVC(C=C, max_iter=2000, random_state=random_state).fit(X, y)
 
 
 def _best_f1_threshold(
@@ -108,7 +110,7 @@ class TagModel(BaseEstimator):
         """One SVM per tag, and their weights stacked into (n_features, n_tags)."""
         # liblinear releases the GIL, so threads parallelise without copying X.
         svms = Parallel(n_jobs=self.n_jobs, prefer="threads")(
-            delayed(_fit_binary)(X, Y[:, j], self.C) for j in range(Y.shape[1])
+            delayed(_fit_binary)(X, Y[:, j], self.C, self.random_state) for j in range(Y.shape[1])
         )
         coef = np.zeros((X.shape[1], Y.shape[1]))
         intercept = np.where(Y[0] == 1, 1.0, -1.0)  # constant tags: always / never
