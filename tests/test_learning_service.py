@@ -225,6 +225,7 @@ BAD_PAYLOADS = {
 def test_every_bad_payload_is_acked_logged_counted_and_the_learner_keeps_going(
     learner_stack: LearnerStack,
 ):
+    learner_stack.subscribe_learner()
     learner = learner_stack.learner().start(ready=False)
     path = learner_stack.bus.ensure_topic(learner_stack.feedback_topic)
     for data, attributes, _ in BAD_PAYLOADS.values():
