@@ -51,10 +51,10 @@ def test_sigkill_at_random_moments_loses_nothing_and_stores_nothing_twice(
         if rng.random() < 0.2:
             stream.append(rng.choice(stream))
 
-    bus, topic = learner_stack.bus, learner_stack.feedback_topic
-    path = bus.ensure_topic(topic)
+    bus = learner_stack.bus
+    path = bus.topic_path(learner_stack.feedback_topic)
     # Pub/Sub's shortest ack deadline: what a killed learner had pulled comes back within 10 s.
-    bus.ensure_subscription(topic, "learner", ack_deadline_seconds=10)
+    learner_stack.subscribe_learner(ack_deadline_seconds=10)
 
     def publish_slowly() -> None:
         for start in range(0, len(stream), 50):

@@ -227,7 +227,7 @@ def test_every_bad_payload_is_acked_logged_counted_and_the_learner_keeps_going(
 ):
     learner_stack.subscribe_learner()
     learner = learner_stack.learner().start(ready=False)
-    path = learner_stack.bus.ensure_topic(learner_stack.feedback_topic)
+    path = learner_stack.bus.topic_path(learner_stack.feedback_topic)
     for data, attributes, _ in BAD_PAYLOADS.values():
         learner_stack.bus.publisher.publish(path, data, **attributes).result(timeout=10)
     learner_stack.bus.publish(learner_stack.feedback_topic, Feedback.from_dict(GOOD))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tagloop.metrics import evaluate
-from tagloop.model import TagModel, _best_f1_threshold
+from tagloop.model import _THRESHOLD_GRID, TagModel, _best_f1_threshold
 
 
 def test_fast_path_equals_the_estimators_it_came_from(trained_model, test_data):
@@ -75,7 +75,7 @@ def test_threshold_is_the_peak_of_the_f1_curve():
     """Without smoothing or prior, the threshold is the grid point of best F1."""
     rng = np.random.default_rng(0)
     margins, y = _margins(rng, 300, 700, shift=2.0)
-    grid = np.linspace(-1.5, 1.0, 101)
+    grid = _THRESHOLD_GRID
     brute = [2 * ((margins >= t) & (y == 1)).sum() / ((margins >= t).sum() + y.sum()) for t in grid]
     model = TagModel(threshold_smoothing=1, threshold_prior=0.0)
     (threshold,) = model._thresholds(margins[:, None], y[:, None])
@@ -92,5 +92,6 @@ def test_a_rare_tag_threshold_is_pulled_toward_the_global_one():
     own = TagModel(threshold_prior=0.0)._thresholds(oof, Y)
     shrunk = TagModel(threshold_prior=20.0)._thresholds(oof, Y)
     assert shrunk[0] == pytest.approx(own[0], abs=0.01)
-    global_threshold = _best_f1_threshold(oof.ravel(), Y.ravel(), np.linspace(-1.5, 1.0, 101), 9)
+    smoothing = TagModel().threshold_smoothing
+    global_threshold = _best_f1_threshold(oof.ravel(), Y.ravel(), _THRESHOLD_GRID, smoothing)
     assert abs(shrunk[1] - global_threshold) < abs(own[1] - global_threshold) / 5
