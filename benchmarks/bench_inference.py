@@ -31,12 +31,12 @@ from pathlib import Path
 import numpy as np
 from machine import command, machine
 
-from tagloop.bundle import save_bundle
-from tagloop.data import load_labeled, load_titles
-from tagloop.emulator.launcher import EmulatorProcess, free_port
-from tagloop.model import TagModel
-from tagloop.registry import new_version
-from tagloop.s3server import S3Server
+from tagloop.channels.registry import new_version
+from tagloop.domain.bundle import save_bundle
+from tagloop.domain.data import load_labeled, load_titles
+from tagloop.domain.model import TagModel
+from tagloop_dev.emulator.launcher import EmulatorProcess, free_port
+from tagloop_dev.s3server import S3Server
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

@@ -34,13 +34,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import command, machine
 
-from learning_service.launcher import LearnerProcess
-from tagloop.bus import Bus
-from tagloop.data import load_labeled
-from tagloop.emulator.launcher import EmulatorProcess
-from tagloop.messages import Feedback, parse_model_update
-from tagloop.registry import Registry
-from tagloop.s3server import S3Server
+from tagloop.channels.bus import Bus
+from tagloop.channels.registry import Registry
+from tagloop.domain.data import load_labeled
+from tagloop.domain.messages import Feedback, parse_model_update
+from tagloop_dev.emulator.launcher import EmulatorProcess
+from tagloop_dev.launchers import LearnerProcess
+from tagloop_dev.s3server import S3Server
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

@@ -37,8 +37,8 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import command, machine
 
-from tagloop.data import load_labeled
-from tagloop.stack import DEFAULT_BASE_PORT, Ports
+from tagloop.domain.data import load_labeled
+from tagloop_dev.stack.config import DEFAULT_BASE_PORT, Ports
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

@@ -19,9 +19,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import command, machine
 
-from tagloop.data import load_labeled, load_titles
-from tagloop.metrics import evaluate
-from tagloop.model import TagModel
+from tagloop.domain.data import load_labeled, load_titles
+from tagloop.domain.evaluation import evaluate
+from tagloop.domain.model import TagModel
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

@@ -19,9 +19,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import command, machine
 
-from tagloop.data import LabeledData, load_labeled
-from tagloop.metrics import evaluate
-from tagloop.model import TagModel
+from tagloop.domain.data import LabeledData, load_labeled
+from tagloop.domain.evaluation import evaluate
+from tagloop.domain.model import TagModel
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = [

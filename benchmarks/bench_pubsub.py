@@ -27,8 +27,8 @@ from pathlib import Path
 
 from google.cloud import pubsub_v1
 
-from tagloop.emulator.launcher import EmulatorProcess
-from tagloop.messages import Feedback
+from tagloop.domain.messages import Feedback
+from tagloop_dev.emulator.launcher import EmulatorProcess
 
 RESULTS = Path(__file__).parent / "results"
 TARGETS = {"memory": 5000, "data-dir": 2000}  # messages/s, each way

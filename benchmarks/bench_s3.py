@@ -25,8 +25,8 @@ from pathlib import Path
 
 from machine import command, machine
 
-from tagloop.registry import new_version
-from tagloop.s3server import S3Server
+from tagloop.channels.registry import new_version
+from tagloop_dev.s3server import S3Server
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BUCKET = "bench-models"

@@ -18,8 +18,8 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from frontend.proxy import UpstreamError, UpstreamPool
 from frontend.settings import UISettings
 from frontend.tag_rules import tag_rules
-from tagloop import httpmetrics
-from tagloop.web import ApiError, error_response, install_json_errors, install_security_headers
+from tagloop.web import httpmetrics
+from tagloop.web.api import ApiError, error_response, install_json_errors, install_security_headers
 
 log = logging.getLogger(__name__)
 

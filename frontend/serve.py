@@ -17,9 +17,9 @@ from gunicorn.app.base import BaseApplication
 
 from frontend.settings import UISettings
 from frontend.tag_rules import tag_rules
-from tagloop.data import load_titles
+from tagloop.domain.data import load_titles
 from tagloop.logs import configure_logging
-from tagloop.wsgi_server import bind_address, fresh_metrics_dir, run_application
+from tagloop.web.wsgi_server import bind_address, fresh_metrics_dir, run_application
 
 log = logging.getLogger(__name__)
 

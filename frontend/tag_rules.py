@@ -1,6 +1,6 @@
 """The server's tag normalisation rules as data, so the browser's copy cannot drift.
 
-`static/normalize.js` implements `tagloop.tags.normalize_tag` step by step;
+`static/normalize.js` implements `tagloop.domain.tags.normalize_tag` step by step;
 every table and constant it needs comes from here, derived from the Python
 implementation at start-up rather than copied into JavaScript.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import sys
 
-from tagloop.tags import ALIASES, MAX_TAG_LENGTH, TAG_SYNTAX
+from tagloop.domain.tags import ALIASES, MAX_TAG_LENGTH, TAG_SYNTAX
 
 
 @functools.cache

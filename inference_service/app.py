@@ -18,10 +18,10 @@ from inference_service import metrics
 from inference_service.config import MAX_BATCH, MAX_BODY_BYTES, InferenceSettings
 from inference_service.model_holder import LoadedModel
 from inference_service.runtime import Runtime
-from tagloop import httpmetrics
-from tagloop.messages import InvalidMessage, validate_title
-from tagloop.model import Prediction
-from tagloop.web import (
+from tagloop.domain.messages import InvalidMessage, validate_title
+from tagloop.domain.model import Prediction
+from tagloop.web import httpmetrics
+from tagloop.web.api import (
     ApiError,
     install_cors,
     install_json_errors,

@@ -16,9 +16,9 @@ from collections.abc import Callable
 from typing import Any
 
 from inference_service import metrics
-from tagloop.bus import Bus, PublishError
-from tagloop.messages import Feedback, InvalidMessage
-from tagloop.web import ApiError
+from tagloop.channels.bus import Bus, PublishError
+from tagloop.domain.messages import Feedback, InvalidMessage
+from tagloop.web.api import ApiError
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from inference_service.model_holder import LoadedModel
-from tagloop.bundle import BundleError, load_bundle
-from tagloop.registry import Registry
+from tagloop.channels.registry import Registry
+from tagloop.domain.bundle import BundleError, load_bundle
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Inference metrics (prometheus-client; multiprocess mode under gunicorn).
 
-Request count and latency come from `tagloop.httpmetrics`, shared with the
+Request count and latency come from `tagloop.web.httpmetrics`, shared with the
 learner. Gauges say how to merge the workers' values: a dead worker's gauges
 disappear (`live*` modes, see `child_exit` in gunicorn.conf.py).
 """

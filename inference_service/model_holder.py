@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from tagloop.model import TagModel
+from tagloop.domain.model import TagModel
 
 
 @dataclass(frozen=True)

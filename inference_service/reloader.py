@@ -33,10 +33,10 @@ from google.cloud.pubsub_v1.subscriber.futures import StreamingPullFuture
 from inference_service import metrics
 from inference_service.loader import ModelLoader
 from inference_service.model_holder import ModelHolder
-from tagloop.bundle import BundleError
-from tagloop.bus import Bus, Received, parse_or_reject, unique_subscription_name
-from tagloop.messages import ModelUpdate, parse_model_update
-from tagloop.registry import IntegrityError, Registry, RegistryError
+from tagloop.channels.bus import Bus, Received, parse_or_reject, unique_subscription_name
+from tagloop.channels.registry import IntegrityError, Registry, RegistryError
+from tagloop.domain.bundle import BundleError
+from tagloop.domain.messages import ModelUpdate, parse_model_update
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from inference_service.feedback import FeedbackPublisher, RateLimiter
 from inference_service.loader import ModelLoader
 from inference_service.model_holder import ModelHolder
 from inference_service.reloader import Reloader
-from tagloop.bus import Bus
-from tagloop.registry import Registry
+from tagloop.channels.bus import Bus
+from tagloop.channels.registry import Registry
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from gunicorn.app.base import Application
 
 from inference_service.config import InferenceSettings
 from tagloop.logs import configure_logging
-from tagloop.wsgi_server import bind_address, fresh_metrics_dir, run_application
+from tagloop.web.wsgi_server import bind_address, fresh_metrics_dir, run_application
 
 log = logging.getLogger(__name__)
 

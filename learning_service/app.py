@@ -16,9 +16,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from learning_service.learner import Learner
 from learning_service.refit import Busy
-from tagloop import httpmetrics
-from tagloop.registry import InvalidVersion, RegistryError, VersionNotFound
-from tagloop.web import ApiError, install_json_errors, install_security_headers
+from tagloop.channels.registry import InvalidVersion, RegistryError, VersionNotFound
+from tagloop.web import httpmetrics
+from tagloop.web.api import ApiError, install_json_errors, install_security_headers
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -12,8 +12,8 @@ import threading
 
 from learning_service.metrics import LearnerMetrics
 from learning_service.retry import ADMIN_TIMEOUT, Stopped, retry
-from tagloop.bus import Bus
-from tagloop.messages import ModelUpdate
+from tagloop.channels.bus import Bus
+from tagloop.domain.messages import ModelUpdate
 
 log = logging.getLogger(__name__)
 

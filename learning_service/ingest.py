@@ -17,8 +17,8 @@ from learning_service.metrics import LearnerMetrics
 from learning_service.retry import ADMIN_TIMEOUT, FIRST_DELAY, MAX_DELAY, Stopped, retry
 from learning_service.store import FeedbackStore, StoredFeedback
 from learning_service.training import NewTagSupport
-from tagloop.bus import Bus, Received, RejectLog, parse_or_reject
-from tagloop.messages import parse_feedback, utc_now
+from tagloop.channels.bus import Bus, Received, RejectLog, parse_or_reject
+from tagloop.domain.messages import parse_feedback, utc_now
 
 log = logging.getLogger(__name__)
 

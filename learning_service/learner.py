@@ -14,9 +14,9 @@ from learning_service.metrics import LearnerMetrics
 from learning_service.refit import Refitter
 from learning_service.store import FeedbackStore
 from learning_service.training import Corpus, NewTagSupport
-from tagloop.bus import Bus, RejectLog
-from tagloop.data import load_labeled
-from tagloop.registry import Registry
+from tagloop.channels.bus import Bus, RejectLog
+from tagloop.channels.registry import Registry
+from tagloop.domain.data import load_labeled
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from tagloop.metrics import METRIC_NAMES
+from tagloop.domain.evaluation import METRIC_NAMES
 
 ONLINE_WINDOW = 1000
 """Feedback items (with the served model's predictions) the online quality is measured over."""

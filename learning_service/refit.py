@@ -44,8 +44,8 @@ from learning_service.training import (
     training_corpus,
     worker_init,
 )
-from tagloop.messages import ModelUpdate
-from tagloop.registry import Registry, RegistryError, VersionNotFound, new_version
+from tagloop.channels.registry import Registry, RegistryError, VersionNotFound, new_version
+from tagloop.domain.messages import ModelUpdate
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from learning_service.app import create_app
 from learning_service.config import LearnerSettings
 from learning_service.learner import Learner
 from learning_service.store import StoreError
-from tagloop.data import DataError
+from tagloop.domain.data import DataError
 from tagloop.logs import configure_logging
 from tagloop.settings import ConfigError
 

@@ -23,7 +23,7 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-from tagloop.messages import Feedback, InvalidMessage
+from tagloop.domain.messages import Feedback, InvalidMessage
 
 log = logging.getLogger(__name__)
 

@@ -105,15 +105,15 @@ def worker_init(parent_pid: int) -> None:
         os._exit(1)
 
     threading.Thread(target=watch_parent, name="watch-parent", daemon=True).start()
-    import tagloop.bundle
-    import tagloop.metrics  # noqa: F401
+    import tagloop.domain.bundle
+    import tagloop.domain.evaluation  # noqa: F401
 
 
 def fit_candidate(train: Corpus, test: Corpus, out_dir: str, metadata: dict[str, Any]) -> dict:
     """Fit on `train`, save the bundle to `out_dir`, score it on `test`; returns its metadata."""
-    from tagloop.bundle import save_bundle
-    from tagloop.metrics import evaluate
-    from tagloop.model import TagModel
+    from tagloop.domain.bundle import save_bundle
+    from tagloop.domain.evaluation import evaluate
+    from tagloop.domain.model import TagModel
 
     started = time.perf_counter()
     model = TagModel().fit(train.titles, train.tags)
@@ -132,8 +132,8 @@ def fit_candidate(train: Corpus, test: Corpus, out_dir: str, metadata: dict[str,
 
 def score_bundle(bundle_dir: str, expected_sha256: str | None, test: Corpus) -> dict:
     """Score an existing bundle on `test` (the current model, when the test set changed)."""
-    from tagloop.bundle import load_bundle
-    from tagloop.metrics import evaluate
+    from tagloop.domain.bundle import load_bundle
+    from tagloop.domain.evaluation import evaluate
 
     model, _ = load_bundle(bundle_dir, expected_sha256)
     return evaluate(model, test.titles, test.tags)

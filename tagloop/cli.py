@@ -13,17 +13,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tagloop.emulator.options import add_arguments as add_emulator_arguments
 from tagloop.errors import TagloopError
 from tagloop.logs import configure_logging
-from tagloop.s3server import add_arguments as add_s3_server_arguments
-from tagloop.stack import add_arguments as add_stack_arguments
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from tagloop.bundle import save_bundle, sha256_file
-    from tagloop.data import load_labeled
-    from tagloop.model import TagModel
+    from tagloop.domain.bundle import save_bundle, sha256_file
+    from tagloop.domain.data import load_labeled
+    from tagloop.domain.model import TagModel
 
     data = load_labeled(args.data)
     started = time.perf_counter()
@@ -43,9 +40,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from tagloop.bundle import load_bundle
-    from tagloop.data import load_labeled
-    from tagloop.metrics import evaluate
+    from tagloop.domain.bundle import load_bundle
+    from tagloop.domain.data import load_labeled
+    from tagloop.domain.evaluation import evaluate
 
     model, _ = load_bundle(args.model)
     data = load_labeled(args.data)
@@ -59,7 +56,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from tagloop.bundle import load_bundle
+    from tagloop.domain.bundle import load_bundle
 
     model, metadata = load_bundle(args.model)
     for title, prediction in zip(args.titles, model.predict(args.titles), strict=True):
@@ -100,25 +97,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_pubsub_emulator(args: argparse.Namespace) -> int:
-    from tagloop.emulator.server import run
+    from tagloop_dev.emulator.server import run
 
     return run(args)
 
 
 def cmd_s3_server(args: argparse.Namespace) -> int:
-    from tagloop.s3server import run
+    from tagloop_dev.s3server import run
 
     return run(args)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from tagloop.stack import run_up
+    from tagloop_dev.stack.config import run_up
 
     return run_up(args)
 
 
 def cmd_reset(args: argparse.Namespace) -> int:
-    from tagloop.stack import run_reset
+    from tagloop_dev.stack.config import run_reset
 
     return run_reset(args)
 
@@ -133,6 +130,34 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "up": cmd_up,
     "reset": cmd_reset,
 }
+
+
+def add_dev_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the local-stack subcommands when the dev tooling is installed.
+
+    `tagloop_dev` lives beside the runtime packages in a checkout but is not in
+    the production images, so there the CLI simply has no `up`, `reset`,
+    `pubsub-emulator` or `s3-server`.
+    """
+    try:
+        from tagloop_dev.emulator.options import add_arguments as add_emulator_arguments
+        from tagloop_dev.s3server import add_arguments as add_s3_server_arguments
+        from tagloop_dev.stack.config import add_arguments as add_stack_arguments
+    except ImportError:
+        return
+    add_emulator_arguments(
+        sub.add_parser("pubsub-emulator", help="run the local Pub/Sub emulator in the foreground")
+    )
+    add_s3_server_arguments(
+        sub.add_parser("s3-server", help="run a local S3 server (SeaweedFS) in the foreground")
+    )
+    add_stack_arguments(
+        sub.add_parser("up", help="run the whole local stack under supervisor until Ctrl+C"),
+        up=True,
+    )
+    add_stack_arguments(
+        sub.add_parser("reset", help="wipe the local stack's state (./var)"), up=False
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -158,19 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("service", choices=sorted(SERVICES))
     serve.add_argument("--host", help="bind address (default: $TAGLOOP_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: $TAGLOOP_PORT or the service's)")
-    add_emulator_arguments(
-        sub.add_parser("pubsub-emulator", help="run the local Pub/Sub emulator in the foreground")
-    )
-    add_s3_server_arguments(
-        sub.add_parser("s3-server", help="run a local S3 server (SeaweedFS) in the foreground")
-    )
-    add_stack_arguments(
-        sub.add_parser("up", help="run the whole local stack under supervisor until Ctrl+C"),
-        up=True,
-    )
-    add_stack_arguments(
-        sub.add_parser("reset", help="wipe the local stack's state (./var)"), up=False
-    )
+    add_dev_commands(sub)
     return parser
 
 

@@ -20,13 +20,13 @@ sys.path.insert(0, str(REPO))
 
 from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
 
-from tagloop.bundle import save_bundle  # noqa: E402
-from tagloop.bus import Bus  # noqa: E402
-from tagloop.data import load_labeled  # noqa: E402
-from tagloop.emulator.launcher import EmulatorProcess, free_port  # noqa: E402
-from tagloop.metrics import evaluate  # noqa: E402
-from tagloop.model import TagModel  # noqa: E402
-from tagloop.s3server import S3Server  # noqa: E402
+from tagloop.channels.bus import Bus  # noqa: E402
+from tagloop.domain.bundle import save_bundle  # noqa: E402
+from tagloop.domain.data import load_labeled  # noqa: E402
+from tagloop.domain.evaluation import evaluate  # noqa: E402
+from tagloop.domain.model import TagModel  # noqa: E402
+from tagloop_dev.emulator.launcher import EmulatorProcess, free_port  # noqa: E402
+from tagloop_dev.s3server import S3Server  # noqa: E402
 from tests.fixtures.browser import CHROMIUM_ARGS, chromium_path  # noqa: E402
 from tests.fixtures.inference import ModelPublisher, replica_env, start_replica  # noqa: E402
 from tests.fixtures.ui import start_ui  # noqa: E402

@@ -1,4 +1,4 @@
-// Tag normalisation, step for step as tagloop.tags.normalize_tag on the server.
+// Tag normalisation, step for step as tagloop.domain.tags.normalize_tag on the server.
 // Every table comes from the server (/ui/config "tag_rules"), built from the
 // Python code, and a test runs both on the same inputs, so they cannot drift.
 

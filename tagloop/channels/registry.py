@@ -1,0 +1,507 @@
+"""The S3 model registry (contracts §4), on boto3 only.
+
+Layout in the bucket::
+
+    models/<version>/model.npz        the artifact, opaque bytes to the registry
+    models/<version>/metadata.json    written last: its presence marks a complete version
+    models/current.json               {"version": ...}: the promoted model
+
+The write order is what keeps readers safe without locks: a writer that dies
+after the artifact leaves a version without metadata.json, which every read
+path treats as absent, and `current.json` only ever moves to a version whose
+metadata exists and says it passed the promotion gate. Readers verify the
+artifact's sha256 before anything else sees it.
+
+Works against AWS S3, MinIO, SeaweedFS and Google Cloud Storage's XML
+interoperability endpoint: signature v4, configurable addressing style, and
+the newer default request checksums turned off (GCS and older servers reject
+them); integrity is covered by Content-MD5 on upload and sha256 on download.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+import tempfile
+from collections.abc import Callable, Collection, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+from tagloop.domain.messages import utc_now
+from tagloop.errors import TagloopError
+from tagloop.settings import CommonSettings, env_choice, env_int, env_str
+
+log = logging.getLogger(__name__)
+
+ARTIFACT_NAME = "model.npz"
+METADATA_NAME = "metadata.json"
+PREFIX = "models/"
+CURRENT_KEY = f"{PREFIX}current.json"
+MANUAL_PROMOTION = "manual promotion"
+
+_VERSION_RE = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,99}")
+_MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+_CREDENTIAL_CODES = frozenset(
+    {
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "AccessDenied",
+        "Forbidden",
+        "403",
+        "InvalidToken",
+        "ExpiredToken",
+    }
+)
+_CHUNK = 1 << 20
+
+
+class RegistryError(TagloopError):
+    """The registry cannot do what was asked; the message says why and what to check."""
+
+
+class IntegrityError(RegistryError):
+    """An artifact's bytes do not match the sha256 its metadata records."""
+
+
+class VersionNotFound(RegistryError):
+    """No complete version by that name (absent, or its metadata.json was never written)."""
+
+
+class CorruptObject(RegistryError):
+    """A registry object that is not what the layout says (bad JSON, wrong shape)."""
+
+
+class InvalidVersion(RegistryError, ValueError):
+    """A version string that cannot be a registry key (e.g. contains '/')."""
+
+
+class NotPromoted(RegistryError):
+    """`set_current` on a version whose recorded decision is not "promoted"."""
+
+
+def new_version() -> str:
+    """A sortable unique version: UTC time to the millisecond, then random hex.
+
+    Lexical order is creation order (to the millisecond), which is what
+    `list_versions` and humans rely on; the suffix keeps two writers apart.
+    """
+    now = datetime.now(UTC)
+    return f"{now:%Y%m%dT%H%M%S}{now.microsecond // 1000:03d}Z-{secrets.token_hex(3)}"
+
+
+def check_version(version: str) -> str:
+    if not isinstance(version, str) or not _VERSION_RE.fullmatch(version):
+        raise InvalidVersion(
+            f"invalid model version {version!r}: use letters, digits, '.', '_' or '-' "
+            "(at most 100 characters)"
+        )
+    return version
+
+
+def make_s3_client(
+    endpoint_url: str | None = None,
+    *,
+    region: str = "us-east-1",
+    addressing_style: str = "path",
+    access_key: str | None = None,
+    secret_key: str | None = None,
+    connect_timeout: float = 3.0,
+    read_timeout: float = 10.0,
+    max_attempts: int = 5,
+    retry_mode: str = "standard",
+) -> Any:
+    """A boto3 S3 client with the settings every S3-compatible store accepts.
+
+    Without explicit keys boto3's default chain applies (AWS_* variables,
+    profiles, workload identity). Retries use botocore's standard or adaptive
+    mode: exponential backoff with jitter on throttling, 5xx and connection
+    errors; `max_attempts` counts the first try, like AWS_MAX_ATTEMPTS.
+    Timeouts are short so a dead endpoint fails fast instead of hanging a
+    request handler.
+    """
+    config = Config(
+        region_name=region,
+        signature_version="s3v4",
+        s3={"addressing_style": addressing_style},
+        retries={"mode": retry_mode, "total_max_attempts": max_attempts},
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+    # A session of its own: boto3's default session is not safe to create clients from threads.
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=endpoint_url,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        config=config,
+    )
+
+
+def _digests(path: Path) -> tuple[str, str]:
+    """(sha256 hex, base64 MD5) of a file in one pass: the registry's and S3's integrity checks."""
+    sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(_CHUNK), b""):
+            sha.update(block)
+            md5.update(block)
+    return sha.hexdigest(), base64.b64encode(md5.digest()).decode()
+
+
+def _check_decision(decision: Any) -> dict[str, Any]:
+    if (
+        not isinstance(decision, dict)
+        or not isinstance(decision.get("promoted"), bool)
+        or not isinstance(decision.get("reason"), str)
+    ):
+        raise RegistryError(
+            f'metadata "decision" must be {{"promoted": bool, "reason": str}}, got {decision!r}'
+        )
+    return decision
+
+
+class Registry:
+    """Model versions in one bucket; every method is one short series of S3 calls.
+
+    Safe to share between threads (boto3 clients are thread-safe).
+    """
+
+    def __init__(
+        self,
+        bucket: str,
+        endpoint_url: str | None = None,
+        addressing_style: str = "path",
+        region: str = "us-east-1",
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        **client_options: Any,
+    ) -> None:
+        self.bucket = bucket
+        self.endpoint_url = endpoint_url
+        self.client = make_s3_client(
+            endpoint_url,
+            region=region,
+            addressing_style=addressing_style,
+            access_key=access_key,
+            secret_key=secret_key,
+            **client_options,
+        )
+
+    @classmethod
+    def from_settings(
+        cls, settings: CommonSettings, env: Mapping[str, str] | None = None
+    ) -> Registry:
+        """The registry the services use; region and retry policy from the standard AWS_* names."""
+        env = os.environ if env is None else env
+        return cls(
+            settings.s3_bucket,
+            endpoint_url=settings.s3_endpoint_url,
+            addressing_style=settings.s3_addressing_style,
+            region=env_str(env, "AWS_DEFAULT_REGION", "us-east-1"),
+            retry_mode=env_choice(env, "AWS_RETRY_MODE", "standard", ("standard", "adaptive")),
+            max_attempts=env_int(env, "AWS_MAX_ATTEMPTS", 5, minimum=1, maximum=20),
+        )
+
+    # --- keys and URIs -------------------------------------------------------
+
+    @staticmethod
+    def artifact_key(version: str) -> str:
+        return f"{PREFIX}{check_version(version)}/{ARTIFACT_NAME}"
+
+    @staticmethod
+    def metadata_key(version: str) -> str:
+        return f"{PREFIX}{check_version(version)}/{METADATA_NAME}"
+
+    def artifact_uri(self, version: str) -> str:
+        return f"s3://{self.bucket}/{self.artifact_key(version)}"
+
+    def __repr__(self) -> str:
+        return f"Registry(bucket={self.bucket!r}, endpoint_url={self.endpoint_url!r})"
+
+    # --- error translation ---------------------------------------------------
+
+    @contextmanager
+    def _s3(
+        self,
+        action: str,
+        missing: Callable[[], RegistryError] | None = None,
+        tolerate: Collection[str] = (),
+    ) -> Iterator[None]:
+        """Turn botocore failures into RegistryErrors that say what to fix.
+
+        `missing` builds the error for an absent object (404 / NoSuchKey);
+        error codes in `tolerate` are swallowed.
+        """
+        where = f"s3://{self.bucket} at {self.endpoint_url or 'the AWS default endpoint'}"
+        try:
+            yield
+        except ClientError as error:
+            code = str(error.response.get("Error", {}).get("Code", ""))
+            message = error.response.get("Error", {}).get("Message", "")
+            if code in tolerate:
+                return
+            if missing is not None and code in _MISSING_CODES:
+                raise missing() from error
+            if code == "NoSuchBucket":
+                raise RegistryError(
+                    f"{action}: bucket {self.bucket!r} does not exist ({where}); create it "
+                    "(Registry.ensure_bucket() or `tagloop s3-server --bucket` locally, "
+                    "Terraform in the cloud) or fix TAGLOOP_S3_BUCKET"
+                ) from error
+            if code in _CREDENTIAL_CODES:
+                raise RegistryError(
+                    f"{action}: S3 refused the credentials ({code}: {message}) for {where}; "
+                    "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and the key's permissions"
+                ) from error
+            raise RegistryError(f"{action}: S3 error {code}: {message} ({where})") from error
+        except NoCredentialsError as error:
+            raise RegistryError(
+                f"{action}: no S3 credentials found; set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY (or a workload identity)"
+            ) from error
+        except BotoCoreError as error:
+            raise RegistryError(f"{action}: cannot reach {where}: {error}") from error
+
+    def _missing(self, version: str) -> Callable[[], VersionNotFound]:
+        return lambda: VersionNotFound(
+            f"model version {version!r} not found in s3://{self.bucket} "
+            f"(no {self.metadata_key(version)}: absent or incomplete)"
+        )
+
+    # --- primitive object operations -----------------------------------------
+
+    def _get_json(self, key: str, action: str, missing: Callable[[], RegistryError]) -> Any:
+        with self._s3(action, missing):
+            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        try:
+            return json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise CorruptObject(f"s3://{self.bucket}/{key} is not valid JSON: {error}") from None
+
+    def _put_json(self, key: str, body: bytes, action: str) -> None:
+        with self._s3(action):
+            self.client.put_object(
+                Bucket=self.bucket, Key=key, Body=body, ContentType="application/json"
+            )
+
+    # --- public API ----------------------------------------------------------
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket if it does not exist (local and dev; the cloud uses Terraform)."""
+        if self._exists(None, f"check bucket {self.bucket!r}"):
+            return
+        region = self.client.meta.region_name
+        options = (
+            {"CreateBucketConfiguration": {"LocationConstraint": region}}
+            if self.endpoint_url is None and region != "us-east-1"
+            else {}
+        )
+        # BucketAlreadyOwnedByYou: a concurrent creator won the race, which is fine.
+        with self._s3(f"create bucket {self.bucket!r}", tolerate={"BucketAlreadyOwnedByYou"}):
+            self.client.create_bucket(Bucket=self.bucket, **options)
+            log.info("created bucket %s", self.bucket)
+
+    def put_version(self, version: str, bundle_dir: str | Path, metadata: Mapping[str, Any]) -> str:
+        """Upload a bundle's artifact, then its metadata.json; return the artifact URI.
+
+        Versions are immutable: putting one that is already complete is an
+        error. The metadata's sha256 is computed from the artifact when absent
+        and must match it when present.
+        """
+        check_version(version)
+        artifact = Path(bundle_dir) / ARTIFACT_NAME
+        if not artifact.is_file():
+            raise RegistryError(f"{artifact}: no artifact to upload")
+        sha256, md5 = _digests(artifact)
+        recorded = metadata.get("sha256")
+        if recorded is not None and recorded != sha256:
+            raise IntegrityError(
+                f"{artifact}: sha256 {sha256} does not match the metadata's {recorded}"
+            )
+        if metadata.get("version", version) != version:
+            raise RegistryError(f"metadata names version {metadata['version']!r}, not {version!r}")
+        if self._exists(self.metadata_key(version), f"check version {version}"):
+            raise RegistryError(f"model version {version!r} already exists; versions are immutable")
+        document = {
+            "created_at": utc_now(),
+            "artifact": ARTIFACT_NAME,
+            "decision": {"promoted": False, "reason": "no promotion decision recorded"},
+            **metadata,
+            "version": version,
+            "sha256": sha256,
+        }
+        _check_decision(document["decision"])
+        encoded = _encode(document)  # unserialisable metadata fails before anything is uploaded
+        with self._s3(f"upload {self.artifact_key(version)}"), artifact.open("rb") as body:
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=self.artifact_key(version),
+                Body=body,
+                ContentMD5=md5,
+                ContentType="application/octet-stream",
+                Metadata={"sha256": sha256},
+            )
+        self._put_json(self.metadata_key(version), encoded, f"upload {self.metadata_key(version)}")
+        log.info("stored model version %s", version, extra={"version": version, "sha256": sha256})
+        return self.artifact_uri(version)
+
+    def get_metadata(self, version: str) -> dict[str, Any]:
+        """A complete version's metadata; VersionNotFound if absent or incomplete."""
+        key = self.metadata_key(version)
+        metadata = self._get_json(key, f"read {key}", self._missing(version))
+        if not isinstance(metadata, dict) or not isinstance(metadata.get("sha256"), str):
+            raise CorruptObject(f"s3://{self.bucket}/{key}: not a model metadata object")
+        return metadata
+
+    def current_version(self) -> str | None:
+        """The promoted version named by models/current.json, or None before the first one."""
+        try:
+            pointer = self._get_json(CURRENT_KEY, f"read {CURRENT_KEY}", _Absent)
+        except _Absent:
+            return None
+        if not isinstance(pointer, dict) or not isinstance(pointer.get("version"), str):
+            raise CorruptObject(f's3://{self.bucket}/{CURRENT_KEY}: expected {{"version": str}}')
+        return pointer["version"]
+
+    def set_current(self, version: str) -> None:
+        """Point models/current.json at a complete version that passed the promotion gate."""
+        metadata = self.get_metadata(version)
+        decision = _check_decision(metadata.get("decision"))
+        if not decision["promoted"]:
+            raise NotPromoted(
+                f"model version {version!r} was not promoted ({decision['reason']}); "
+                "use promote() to roll back or forward to it deliberately"
+            )
+        if not self._exists(self.artifact_key(version), f"check {self.artifact_key(version)}"):
+            raise VersionNotFound(f"model version {version!r} has metadata but no artifact")
+        self._put_json(CURRENT_KEY, _encode({"version": version}), f"write {CURRENT_KEY}")
+        log.info("current model version is now %s", version, extra={"version": version})
+
+    def list_versions(self) -> list[dict[str, Any]]:
+        """Every complete version's metadata, oldest first.
+
+        A corrupt or oddly named entry is logged and skipped, so one bad
+        object cannot hide every other version; S3 failures still raise.
+        """
+        versions: list[str] = []
+        with self._s3("list model versions"):
+            for page in self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=PREFIX
+            ):
+                for item in page.get("Contents", []):
+                    parts = item["Key"].split("/")
+                    if len(parts) == 3 and parts[2] == METADATA_NAME:
+                        versions.append(parts[1])
+
+        def read(version: str) -> dict[str, Any] | None:
+            try:
+                return self.get_metadata(version)
+            except (CorruptObject, InvalidVersion, VersionNotFound) as error:
+                log.warning("skipping model version %s: %s", version, error)
+                return None
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            found = [meta for meta in pool.map(read, sorted(versions)) if meta is not None]
+        return found
+
+    def fetch(self, version: str, dest_dir: str | Path) -> Path:
+        """Download a version into `dest_dir` (model.npz + metadata.json) and return it.
+
+        The artifact lands in a temp file beside its destination and is moved
+        into place only once its sha256 matches the metadata, so the
+        destination never holds partial or unverified bytes.
+        """
+        metadata = self.get_metadata(version)
+        dest = Path(dest_dir)
+        dest.mkdir(parents=True, exist_ok=True)
+        key = self.artifact_key(version)
+        fd, tmp_name = tempfile.mkstemp(dir=dest, prefix=f".{ARTIFACT_NAME}.", suffix=".part")
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                actual = self._download(key, handle)
+            if actual != metadata["sha256"]:
+                raise IntegrityError(
+                    f"s3://{self.bucket}/{key}: sha256 {actual} does not match "
+                    f"the metadata's {metadata['sha256']}; refusing the artifact"
+                )
+            os.replace(tmp, dest / ARTIFACT_NAME)
+        finally:
+            tmp.unlink(missing_ok=True)
+        _write_json_atomically(dest / METADATA_NAME, metadata)
+        return dest
+
+    def promote(self, version: str, reason: str = MANUAL_PROMOTION) -> dict[str, Any]:
+        """Roll back or forward to a complete version: mark it promoted, then move current.json.
+
+        A version that was promoted before keeps its original decision.
+        Returns the version's (possibly updated) metadata.
+        """
+        metadata = self.get_metadata(version)
+        decision = metadata.get("decision")
+        if not (isinstance(decision, dict) and decision.get("promoted") is True):
+            metadata["decision"] = {"promoted": True, "reason": reason}
+            key = self.metadata_key(version)
+            self._put_json(key, _encode(metadata), f"update {key}")
+        self.set_current(version)
+        return metadata
+
+    # --- helpers -------------------------------------------------------------
+
+    def _exists(self, key: str | None, action: str) -> bool:
+        """HEAD an object (or the bucket itself when `key` is None)."""
+        try:
+            with self._s3(action, missing=_Absent):
+                if key is None:
+                    self.client.head_bucket(Bucket=self.bucket)
+                else:
+                    self.client.head_object(Bucket=self.bucket, Key=key)
+        except _Absent:
+            return False
+        return True
+
+    def _download(self, key: str, handle: BinaryIO) -> str:
+        """Stream an object into `handle`; return the sha256 of what was written."""
+        digest = hashlib.sha256()
+        missing = partial(VersionNotFound, f"s3://{self.bucket}/{key} is missing")
+        with self._s3(f"download {key}", missing):
+            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+            for chunk in body.iter_chunks(_CHUNK):
+                digest.update(chunk)
+                handle.write(chunk)
+        return digest.hexdigest()
+
+
+class _Absent(RegistryError):
+    """Internal: an object that is legitimately missing (no current.json yet, a free key)."""
+
+
+def _encode(value: Any) -> bytes:
+    try:
+        return json.dumps(value, indent=2, sort_keys=True, allow_nan=False).encode()
+    except (TypeError, ValueError) as error:
+        raise RegistryError(f"metadata is not plain JSON: {error}") from None
+
+
+def _write_json_atomically(path: Path, value: Any) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(value, handle, indent=2, sort_keys=True)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,184 @@
+"""Pub/Sub payloads (contracts §3): building, serialising, parsing and validating.
+
+Readers must never crash on a bad message: `parse_*` raise `InvalidMessage`
+with a short machine-readable `reason`, which consumers log, count and ack.
+Unknown fields are ignored, so writers can extend payloads compatibly.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from tagloop.domain.tags import InvalidTag, normalize_tags
+
+FEEDBACK_SCHEMA = "tagloop.feedback.v1"
+MODEL_UPDATE_SCHEMA = "tagloop.domain.model-update.v1"
+
+MAX_TITLE_LENGTH = 300
+MAX_TAGS = 10
+MAX_PAYLOAD_BYTES = 64 * 1024
+
+
+class InvalidMessage(ValueError):
+    """A payload that fails validation; `reason` is a stable label for metrics."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def utc_now() -> str:
+    """RFC 3339 timestamp in UTC with millisecond precision."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _check_timestamp(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidMessage("wrong_type", f"{name} must be an RFC 3339 string")
+    try:
+        datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidMessage("bad_timestamp", f"{name} is not an RFC 3339 timestamp") from None
+    return value
+
+
+def validate_title(title: Any) -> str:
+    """Trim and bound a question title; shared by the HTTP API and the learner."""
+    if not isinstance(title, str):
+        raise InvalidMessage("wrong_type", "title must be a string")
+    title = title.strip()
+    if not title:
+        raise InvalidMessage("empty_title", "title is empty")
+    if len(title) > MAX_TITLE_LENGTH:
+        raise InvalidMessage(
+            "title_too_long", f"title is longer than {MAX_TITLE_LENGTH} characters"
+        )
+    return title
+
+
+def validate_tags(tags: Any, name: str = "tags", allow_empty: bool = False) -> list[str]:
+    """Normalise a tag list; at most MAX_TAGS, at least one unless `allow_empty`."""
+    if not isinstance(tags, list):
+        raise InvalidMessage("wrong_type", f"{name} must be a list of strings")
+    try:
+        normalized = normalize_tags(tags)
+    except InvalidTag as error:
+        raise InvalidMessage("invalid_tag", str(error)) from None
+    if not normalized and not allow_empty:
+        raise InvalidMessage("no_tags", f"{name} is empty")
+    if len(normalized) > MAX_TAGS:
+        raise InvalidMessage("too_many_tags", f"{name} has more than {MAX_TAGS} tags")
+    return normalized
+
+
+def _load_json(data: bytes) -> dict[str, Any]:
+    if len(data) > MAX_PAYLOAD_BYTES:
+        raise InvalidMessage("too_large", f"payload is larger than {MAX_PAYLOAD_BYTES} bytes")
+    try:
+        payload = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InvalidMessage("not_json", f"payload is not UTF-8 JSON ({error})") from None
+    if not isinstance(payload, dict):
+        raise InvalidMessage("wrong_type", "payload must be a JSON object")
+    return payload
+
+
+def _check_schema(attributes: dict[str, str] | None, expected: str) -> None:
+    schema = (attributes or {}).get("schema")
+    if schema != expected:
+        raise InvalidMessage("unknown_schema", f"schema attribute is {schema!r}, want {expected!r}")
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """A user's correction of a prediction."""
+
+    title: str
+    tags: list[str]
+    predicted_tags: list[str] = field(default_factory=list)
+    model_version: str | None = None
+    feedback_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    submitted_at: str = field(default_factory=utc_now)
+
+    schema = FEEDBACK_SCHEMA
+
+    @classmethod
+    def from_dict(cls, payload: dict[str, Any]) -> Feedback:
+        """Validate and normalise a feedback object (HTTP body or message payload)."""
+        feedback_id = payload.get("feedback_id")
+        if feedback_id is None:
+            feedback_id = str(uuid.uuid4())
+        elif not isinstance(feedback_id, str) or not 1 <= len(feedback_id) <= 100:
+            raise InvalidMessage("bad_feedback_id", "feedback_id must be a string of 1-100 chars")
+        model_version = payload.get("model_version")
+        if model_version is not None and not isinstance(model_version, str):
+            raise InvalidMessage("wrong_type", "model_version must be a string or null")
+        predicted = payload.get("predicted_tags")
+        submitted_at = payload.get("submitted_at")
+        return cls(
+            title=validate_title(payload.get("title")),
+            tags=validate_tags(payload.get("tags")),
+            predicted_tags=[]
+            if predicted is None
+            else validate_tags(predicted, "predicted_tags", allow_empty=True),
+            model_version=model_version,
+            feedback_id=feedback_id,
+            submitted_at=utc_now()
+            if submitted_at is None
+            else _check_timestamp(submitted_at, "submitted_at"),
+        )
+
+    def to_message(self) -> tuple[bytes, dict[str, str]]:
+        return json.dumps(asdict(self)).encode(), {"schema": FEEDBACK_SCHEMA}
+
+
+@dataclass(frozen=True)
+class ModelUpdate:
+    """The broadcast that a new model version was promoted."""
+
+    version: str
+    artifact_uri: str
+    sha256: str
+    created_at: str
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    schema = MODEL_UPDATE_SCHEMA
+
+    @classmethod
+    def from_dict(cls, payload: dict[str, Any]) -> ModelUpdate:
+        for name in ("version", "artifact_uri", "sha256"):
+            if not isinstance(payload.get(name), str) or not payload[name]:
+                raise InvalidMessage("missing_field", f"{name} must be a non-empty string")
+        sha = payload["sha256"]
+        if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+            raise InvalidMessage("bad_sha256", "sha256 must be 64 lower-case hex digits")
+        metrics = payload.get("metrics", {})
+        if not isinstance(metrics, dict) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in metrics.values()
+        ):
+            raise InvalidMessage("wrong_type", "metrics must map names to numbers")
+        return cls(
+            version=payload["version"],
+            artifact_uri=payload["artifact_uri"],
+            sha256=sha,
+            created_at=_check_timestamp(payload.get("created_at"), "created_at"),
+            metrics={str(k): float(v) for k, v in metrics.items()},
+        )
+
+    def to_message(self) -> tuple[bytes, dict[str, str]]:
+        return json.dumps(asdict(self)).encode(), {"schema": MODEL_UPDATE_SCHEMA}
+
+
+def parse_feedback(data: bytes, attributes: dict[str, str] | None) -> Feedback:
+    _check_schema(attributes, FEEDBACK_SCHEMA)
+    return Feedback.from_dict(_load_json(data))
+
+
+def parse_model_update(data: bytes, attributes: dict[str, str] | None) -> ModelUpdate:
+    _check_schema(attributes, MODEL_UPDATE_SCHEMA)
+    return ModelUpdate.from_dict(_load_json(data))

@@ -1,0 +1,82 @@
+"""Start and stop the emulator as a child process (tests, benchmarks, local tooling).
+
+The emulator runs in its own process, as it does in the local stack, so the
+client under test shares nothing with it but the gRPC connection.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+import grpc
+
+from tagloop_dev.processes import free_port, stop_process
+
+
+class EmulatorProcess:
+    """`python -m tagloop_dev.emulator` as a child process, restartable on the same port."""
+
+    def __init__(self, port: int | None = None, data_dir: Path | None = None) -> None:
+        self.port = port or free_port()
+        self.data_dir = data_dir
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log = tempfile.NamedTemporaryFile(prefix="pubsub-emulator-", suffix=".log")  # noqa: SIM115
+
+    @property
+    def host(self) -> str:
+        """The value for PUBSUB_EMULATOR_HOST."""
+        return f"127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        """Everything the emulator logged so far (for failure messages)."""
+        return Path(self._log.name).read_text(errors="replace")
+
+    def start(self, timeout: float = 30.0) -> EmulatorProcess:
+        """Start it and wait until it accepts gRPC connections."""
+        command = [sys.executable, "-m", "tagloop_dev.emulator", "--host", "127.0.0.1"]
+        command += ["--port", str(self.port)]
+        if self.data_dir is not None:
+            command += ["--data-dir", str(self.data_dir)]
+        env = {**os.environ, "TAGLOOP_LOG_FORMAT": "text"}
+        self.process = subprocess.Popen(command, stdout=self._log, stderr=self._log, env=env)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                code = self.process.returncode
+                self.process = None
+                raise RuntimeError(f"pubsub emulator exited with {code}:\n{self.output()}")
+            with grpc.insecure_channel(self.host) as channel:
+                try:
+                    grpc.channel_ready_future(channel).result(timeout=0.5)
+                    return self
+                except grpc.FutureTimeoutError:
+                    pass
+            if time.monotonic() > deadline:
+                self.stop(signal.SIGKILL)
+                raise TimeoutError(f"pubsub emulator not ready after {timeout}s:\n{self.output()}")
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        """Signal the emulator and wait for it to exit; returns the exit status."""
+        if self.process is None:
+            return 0
+        process, self.process = self.process, None
+        return stop_process(process, timeout, signum)
+
+    def __enter__(self) -> EmulatorProcess:
+        return self.start()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+        self._log.close()

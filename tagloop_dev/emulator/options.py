@@ -1,0 +1,18 @@
+"""Command-line options of the emulator, shared by `tagloop pubsub-emulator` and
+`python -m tagloop_dev.emulator`; kept free of heavy imports so `tagloop --help` stays fast."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8085, help="port (default 8085; 0 = any free)")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="keep topics, subscriptions and unacknowledged messages here across restarts",
+    )
+    return parser

@@ -1,0 +1,355 @@
+"""The local stack behind `tagloop up` (contracts §6): every part under supervisor.
+
+`tagloop up` checks the ports, writes a supervisord configuration under the
+var directory, starts supervisord in its own session (so Ctrl+C reaches only
+`up`, which then asks supervisord for an orderly shutdown), starts the parts
+stage by stage and waits until each answers its readiness probe. Supervisor,
+not this code, restarts a part that dies (`autorestart=true`), as Compose
+and Kubernetes would. This module is the plan, light to import (`tagloop
+--help`); `tagloop_dev.stack.run` runs it.
+
+Ports come from one base port (`--base-port`, default 8000) plus the fixed
+offsets of the contract layout: UI +80, replicas +1, +2, ..., learner +10,
+Pub/Sub emulator +85, S3 +333. Tests run the same code on another base and
+another var directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import shutil
+import socket
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from tagloop.errors import TagloopError
+from tagloop_dev.s3server import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY
+
+DEFAULT_BASE_PORT = 8000
+DEFAULT_REPLICAS = 2
+MAX_REPLICAS = 9  # replica ports base+1..base+9 stay below the learner's base+10
+OFFSETS = {"ui": 80, "learning": 10, "pubsub": 85, "s3": 333}
+# Supervisor groups, in start order: the emulator and S3; the learner and the UI; the replicas.
+STAGES = ("infra", "core", "replicas")
+MARKER = ".tagloop-stack"  # written by `up`: `reset` wipes only directories that carry it
+# AF_UNIX paths are limited to 108 bytes including the terminator on Linux.
+MAX_SOCKET_PATH = 100
+
+
+class StackError(TagloopError):
+    """The stack cannot start or be reset; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Ports:
+    """The stack's TCP ports, all on one host."""
+
+    ui: int
+    inference: tuple[int, ...]
+    learning: int
+    pubsub: int
+    s3: int
+
+    @classmethod
+    def from_base(cls, base: int = DEFAULT_BASE_PORT, replicas: int = DEFAULT_REPLICAS) -> Ports:
+        if not 1 <= replicas <= MAX_REPLICAS:
+            raise StackError(f"replicas must be between 1 and {MAX_REPLICAS}, got {replicas}")
+        if not 1 <= base <= 65535 - OFFSETS["s3"]:
+            raise StackError(f"base port must be between 1 and {65535 - OFFSETS['s3']}, got {base}")
+        return cls(
+            ui=base + OFFSETS["ui"],
+            inference=tuple(base + 1 + index for index in range(replicas)),
+            learning=base + OFFSETS["learning"],
+            pubsub=base + OFFSETS["pubsub"],
+            s3=base + OFFSETS["s3"],
+        )
+
+    def named(self) -> dict[str, int]:
+        """Program name -> port, in start order."""
+        return {
+            "pubsub": self.pubsub,
+            "s3": self.s3,
+            "learning": self.learning,
+            **{replica_name(index): port for index, port in enumerate(self.inference)},
+            "ui": self.ui,
+        }
+
+
+def replica_name(index: int) -> str:
+    return f"inference-{index + 1}"
+
+
+@dataclass(frozen=True)
+class Program:
+    """One supervised process: its command, its own environment and how to probe it."""
+
+    name: str
+    command: tuple[str, ...]
+    env: Mapping[str, str]
+    port: int
+    stage: int  # parts of one stage start together once the previous stage is ready
+    probe: str  # "grpc", "s3" or "http" (GET /readyz)
+
+    @property
+    def supervisor_name(self) -> str:
+        """`group:name`: one supervisor group per stage, so a stage stops in parallel."""
+        return f"{STAGES[self.stage]}:{self.name}"
+
+
+def supervisor_socket(var_dir: Path) -> Path:
+    """supervisord's XML-RPC socket for the stack in `var_dir`."""
+    return var_dir / "supervisor" / "supervisor.sock"
+
+
+@dataclass(frozen=True)
+class Stack:
+    """Where the stack lives (var directory, working directory) and what runs in it."""
+
+    var_dir: Path
+    workdir: Path
+    ports: Ports
+    host: str = "127.0.0.1"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.var_dir / "log"
+
+    @property
+    def conf_path(self) -> Path:
+        return self.var_dir / "supervisor" / "supervisord.conf"
+
+    @property
+    def socket_path(self) -> Path:
+        return supervisor_socket(self.var_dir)
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://{self.host}:{self.ports.ui}"
+
+    def url(self, port: int) -> str:
+        return f"http://{self.host}:{port}"
+
+    def topology_env(self) -> dict[str, str]:
+        """What ties the parts together; it overrides the caller's environment."""
+        return {
+            "PUBSUB_EMULATOR_HOST": f"{self.host}:{self.ports.pubsub}",
+            "TAGLOOP_S3_ENDPOINT_URL": self.url(self.ports.s3),
+            # Local SeaweedFS keys: real cloud credentials never reach the local stack.
+            "AWS_ACCESS_KEY_ID": DEFAULT_ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": DEFAULT_SECRET_KEY,
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "TAGLOOP_CORS_ORIGIN": self.ui_url,
+            "TAGLOOP_UI_UPSTREAMS": ",".join(self.url(port) for port in self.ports.inference),
+        }
+
+    def programs(self) -> list[Program]:
+        """Every part in start order, each with the environment it needs."""
+        shared = self.topology_env()
+        var = self.var_dir
+
+        def command(port: int, *args: str) -> tuple[str, ...]:
+            return (
+                sys.executable,
+                "-m",
+                "tagloop.cli",
+                *args,
+                "--host",
+                self.host,
+                "--port",
+                str(port),
+            )
+
+        ports = self.ports
+        programs = [
+            Program(
+                "pubsub",
+                command(ports.pubsub, "pubsub-emulator", "--data-dir", str(var / "pubsub")),
+                shared,
+                ports.pubsub,
+                stage=0,
+                probe="grpc",
+            ),
+            Program(
+                "s3",
+                command(ports.s3, "s3-server", "--data-dir", str(var / "s3")),
+                shared,
+                ports.s3,
+                stage=0,
+                probe="s3",
+            ),
+            Program(
+                "learning",
+                command(ports.learning, "serve", "learning"),
+                {**shared, "TAGLOOP_DATA_DIR": str(var / "learner")},
+                ports.learning,
+                stage=1,
+                probe="http",
+            ),
+            # The UI needs no replica to be ready, so it starts beside the learner.
+            Program(
+                "ui", command(ports.ui, "serve", "ui"), shared, ports.ui, stage=1, probe="http"
+            ),
+        ]
+        for index, port in enumerate(ports.inference):
+            name = replica_name(index)
+            programs.append(
+                Program(
+                    name,
+                    command(port, "serve", "inference"),
+                    {**shared, "TAGLOOP_MODEL_CACHE_DIR": str(var / name / "model-cache")},
+                    port,
+                    # After the learner: a replica that starts then finds a current model.
+                    stage=2,
+                    probe="http",
+                )
+            )
+        return programs
+
+
+# Supervisor expands %(name)s (once or twice, depending on the key) and its
+# environment syntax has no escape for a double quote: such values are refused.
+_UNSUPPORTED = ('"', "%", "\n")
+
+
+def _checked(what: str, value: str) -> str:
+    if any(char in value for char in _UNSUPPORTED):
+        raise StackError(f"{what} contains a double quote, '%' or a newline: {value!r}")
+    return value
+
+
+def _environment(env: Mapping[str, str]) -> str:
+    """Supervisor's KEY="value",... syntax."""
+    return ",".join(f'{name}="{_checked(name, value)}"' for name, value in sorted(env.items()))
+
+
+def supervisor_conf(stack: Stack) -> str:
+    """The supervisord configuration for `stack` (programs start on request, not at boot)."""
+    socket_path = str(stack.socket_path)
+    if len(socket_path.encode()) > MAX_SOCKET_PATH:
+        raise StackError(f"var directory path too long for a unix socket: {socket_path}")
+    logs = stack.log_dir
+    sections: dict[str, dict[str, str]] = {
+        "unix_http_server": {"file": socket_path, "chmod": "0700"},
+        "supervisord": {
+            "nodaemon": "true",
+            "logfile": str(logs / "supervisord.log"),
+            "logfile_maxbytes": "10MB",
+            "logfile_backups": "3",
+            "pidfile": str(stack.var_dir / "supervisor" / "supervisord.pid"),
+            "childlogdir": str(logs),
+            "directory": str(stack.workdir),
+            "silent": "true",
+        },
+        "rpcinterface:supervisor": {
+            "supervisor.rpcinterface_factory": "supervisor.rpcinterface:make_main_rpcinterface"
+        },
+        "supervisorctl": {"serverurl": f"unix://{socket_path}"},
+    }
+    programs = stack.programs()
+    for stage, group in enumerate(STAGES):
+        # Supervisor stops the groups in reverse priority order, each group's programs at once.
+        members = [program.name for program in programs if program.stage == stage]
+        sections[f"group:{group}"] = {"programs": ",".join(members), "priority": str(100 + stage)}
+    for program in programs:
+        sections[f"program:{program.name}"] = {
+            "command": shlex.join(program.command),
+            "directory": str(stack.workdir),
+            "environment": _environment(program.env),
+            "autostart": "false",  # `up` starts the stages in order
+            "autorestart": "true",
+            "startsecs": "1",
+            "startretries": "10",
+            "stopsignal": "TERM",
+            "stopwaitsecs": "20",
+            # gunicorn workers and SeaweedFS die with their parent
+            "stopasgroup": "true",
+            "killasgroup": "true",
+            "redirect_stderr": "true",
+            "stdout_logfile": str(logs / f"{program.name}.log"),
+            "stdout_logfile_maxbytes": "10MB",
+            "stdout_logfile_backups": "3",
+        }
+    lines = ["; Generated by `tagloop up`: edits are overwritten on the next start."]
+    for section, values in sections.items():
+        lines += ["", f"[{section}]"]
+        # `environment` holds its quotes already; its values were checked one by one.
+        lines += [
+            f"{key}={value if key == 'environment' else _checked(key, value)}"
+            for key, value in values.items()
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def taken_ports(ports: Mapping[str, int], host: str = "127.0.0.1") -> dict[str, int]:
+    """The ports someone already listens on (SO_REUSEADDR: TIME_WAIT leftovers do not count)."""
+    taken = {}
+    for name, port in ports.items():
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host, port))
+            except OSError:
+                taken[name] = port
+    return taken
+
+
+def prepare(stack: Stack) -> None:
+    """Create the var layout and write the supervisord configuration."""
+    for directory in (stack.var_dir, stack.log_dir, stack.conf_path.parent):
+        directory.mkdir(parents=True, exist_ok=True)
+    (stack.var_dir / MARKER).write_text("state of `tagloop up`; `tagloop reset` wipes it\n")
+    stack.conf_path.write_text(supervisor_conf(stack))
+
+
+def reset(var_dir: Path) -> bool:
+    """Wipe the stack's state; False if there was none. Refuses while the stack runs."""
+    from tagloop_dev.stack.supervision import Supervisor
+
+    if not var_dir.exists():
+        return False
+    if not (var_dir / MARKER).exists() and var_dir.resolve() != (Path.cwd() / "var").resolve():
+        raise StackError(f"{var_dir} was not created by `tagloop up`; not deleting it")
+    if Supervisor(supervisor_socket(var_dir)).running():
+        raise StackError(f"the stack in {var_dir} is running: stop it (Ctrl+C) first")
+    shutil.rmtree(var_dir)
+    return True
+
+
+def add_arguments(parser: argparse.ArgumentParser, *, up: bool) -> argparse.ArgumentParser:
+    """Options of `tagloop up` (up=True) and `tagloop reset`."""
+    parser.add_argument(
+        "--var-dir", type=Path, default=Path("var"), help="state directory (default ./var)"
+    )
+    if up:
+        parser.add_argument(
+            "--base-port",
+            type=int,
+            default=DEFAULT_BASE_PORT,
+            help="ports are base + 80 (UI), +1.. (replicas), +10 (learner), +85 (Pub/Sub),"
+            " +333 (S3); default 8000, the contract ports",
+        )
+        parser.add_argument("--replicas", type=int, default=DEFAULT_REPLICAS)
+        parser.add_argument(
+            "--timeout", type=float, default=300.0, help="seconds to wait for readiness"
+        )
+    return parser
+
+
+def run_up(args: argparse.Namespace) -> int:
+    from tagloop_dev.stack.run import up
+
+    stack = Stack(
+        var_dir=args.var_dir.resolve(),
+        workdir=Path.cwd(),
+        ports=Ports.from_base(args.base_port, args.replicas),
+    )
+    return up(stack, timeout=args.timeout)
+
+
+def run_reset(args: argparse.Namespace) -> int:
+    wiped = reset(args.var_dir)
+    print(f"reset: {'wiped' if wiped else 'nothing to wipe in'} {args.var_dir}")
+    return 0

@@ -1,0 +1,182 @@
+"""`tagloop up` in the foreground: start the plan of `tagloop_dev.stack.config` stage by stage.
+
+Each stage's parts start together once the previous stage answers its
+readiness probes; a part that supervisor gives up on, or that is not ready by
+the deadline, stops the whole stack with the end of its log. SIGINT/SIGTERM
+(Ctrl+C) lead to an orderly supervisord shutdown.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import TextIO
+
+import requests
+
+from tagloop.settings import env_str
+from tagloop_dev.s3server import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY
+from tagloop_dev.stack.config import Program, Stack, StackError, prepare, taken_ports
+from tagloop_dev.stack.supervision import FAILED_STATES, Supervisor, shutdown, spawn_supervisord
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    """The end of a part's log, for error messages."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class _Stop(BaseException):
+    """Raised from the SIGINT/SIGTERM handler; a BaseException so no `except Exception` eats it."""
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    raise _Stop(signal.Signals(signum).name)
+
+
+class Probes:
+    """Readiness checks: gRPC for the emulator, the bucket for S3, GET /readyz for services."""
+
+    def __init__(self, stack: Stack, bucket: str) -> None:
+        from tagloop.channels.registry import make_s3_client
+
+        self.stack = stack
+        self.bucket = bucket
+        self._s3 = make_s3_client(
+            stack.url(stack.ports.s3),
+            access_key=DEFAULT_ACCESS_KEY,
+            secret_key=DEFAULT_SECRET_KEY,
+            connect_timeout=0.5,
+            read_timeout=2.0,
+            max_attempts=1,
+        )
+
+    def ready(self, program: Program) -> bool:
+        try:
+            if program.probe == "grpc":
+                return self._grpc(f"{self.stack.host}:{program.port}")
+            if program.probe == "s3":
+                self._s3.head_bucket(Bucket=self.bucket)
+                return True
+            url = f"{self.stack.url(program.port)}/readyz"
+            return requests.get(url, timeout=2.0).status_code == 200
+        except Exception:  # any failure means "not ready yet"
+            return False
+
+    @staticmethod
+    def _grpc(target: str) -> bool:
+        import grpc
+
+        with grpc.insecure_channel(target) as channel:
+            try:
+                grpc.channel_ready_future(channel).result(timeout=0.5)
+            except grpc.FutureTimeoutError:
+                return False
+        return True
+
+
+def _wait_stage(
+    stack: Stack,
+    supervisor: Supervisor,
+    supervisord: subprocess.Popen[bytes],
+    probes: Probes,
+    stage: list[Program],
+    deadline: float,
+    started: float,
+    out: TextIO,
+) -> None:
+    """Start one stage's programs and poll until all are ready; StackError with the log if not."""
+    for program in stage:
+        supervisor.start(program.supervisor_name)
+    waiting = list(stage)
+    while waiting:
+        if supervisord.poll() is not None:
+            raise StackError(
+                f"supervisord exited with status {supervisord.returncode}:\n"
+                + log_tail(stack.log_dir / "supervisord.log")
+            )
+        for program in list(waiting):
+            if probes.ready(program):
+                waiting.remove(program)
+                print(
+                    f"  {program.name:<12} ready on port {program.port}"
+                    f" ({time.monotonic() - started:.1f} s)",
+                    file=out,
+                    flush=True,
+                )
+            elif supervisor.info(program.supervisor_name)["statename"] in FAILED_STATES:
+                raise StackError(_failure(stack, program, "gave up restarting it"))
+        if waiting and time.monotonic() > deadline:
+            raise StackError(_failure(stack, waiting[0], "not ready in time"))
+        if waiting:
+            time.sleep(0.1)
+
+
+def _failure(stack: Stack, program: Program, what: str) -> str:
+    log = stack.log_dir / f"{program.name}.log"
+    return f"{program.name}: {what}; the end of {log}:\n{log_tail(log)}"
+
+
+def up(stack: Stack, timeout: float = 300.0, out: TextIO = sys.stdout) -> int:
+    """Run the stack in the foreground until SIGINT/SIGTERM; 0 after a clean stop."""
+    supervisor = Supervisor(stack.socket_path)
+    if supervisor.running():
+        print(f"up: a stack is already running from {stack.var_dir}", file=sys.stderr)
+        return 1
+    taken = taken_ports(stack.ports.named(), stack.host)
+    if taken:
+        for name, port in taken.items():
+            print(f"up: port {port} ({name}) is already in use", file=sys.stderr)
+        return 1
+    prepare(stack)
+    started = time.monotonic()
+    previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    supervisord = spawn_supervisord(stack.conf_path, stack.log_dir / "supervisord.out")
+    status = 0
+    try:
+        deadline = started + timeout
+        _wait_for(supervisor.running, deadline, "supervisord did not open its socket")
+        probes = Probes(stack, env_str(os.environ, "TAGLOOP_S3_BUCKET", "tagloop-models"))
+        programs = stack.programs()
+        for stage in sorted({program.stage for program in programs}):
+            members = [program for program in programs if program.stage == stage]
+            _wait_stage(stack, supervisor, supervisord, probes, members, deadline, started, out)
+        print(
+            f"tagloop is ready at {stack.ui_url} ({time.monotonic() - started:.1f} s; "
+            f"logs in {stack.log_dir}). Ctrl+C stops it.",
+            file=out,
+            flush=True,
+        )
+        supervisord.wait()
+        print(f"up: supervisord exited with status {supervisord.returncode}", file=sys.stderr)
+        status = 1
+    except _Stop as stop:
+        print(f"up: {stop} received, stopping every part ...", file=out, flush=True)
+    except StackError as error:
+        print(f"up: {error}", file=sys.stderr)
+        status = 1
+    finally:
+        # A second Ctrl+C must not interrupt the orderly shutdown.
+        for sig in previous:
+            signal.signal(sig, signal.SIG_IGN)
+        shutdown(supervisord)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print("up: stopped", file=out, flush=True)
+    return status
+
+
+def _wait_for(probe: Callable[[], bool], deadline: float, what: str) -> None:
+    while not probe():
+        if time.monotonic() > deadline:
+            raise StackError(what)
+        time.sleep(0.05)
