@@ -1,12 +1,16 @@
-"""Start and stop the emulator as a child process (tests, benchmarks, local tooling).
+"""Start and stop a Pub/Sub emulator as a child process (tests, benchmarks, local tooling).
 
-The emulator runs in its own process, as it does in the local stack, so the
-client under test shares nothing with it but the gRPC connection.
+Two emulators share one interface: the project's own (`EmulatorProcess`,
+python only, the default) and Google's official one from the gcloud SDK
+(`OfficialEmulatorProcess`), the reference the project's emulator is held to.
+Each runs in its own process, as in the local stack, so the client under test
+shares nothing with it but the gRPC connection.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +27,8 @@ from tagloop_dev.processes import free_port, stop_process
 class EmulatorProcess:
     """`python -m tagloop_dev.emulator` as a child process, restartable on the same port."""
 
+    name = "pubsub emulator"
+
     def __init__(self, port: int | None = None, data_dir: Path | None = None) -> None:
         self.port = port or free_port()
         self.data_dir = data_dir
@@ -38,20 +44,24 @@ class EmulatorProcess:
         """Everything the emulator logged so far (for failure messages)."""
         return Path(self._log.name).read_text(errors="replace")
 
-    def start(self, timeout: float = 30.0) -> EmulatorProcess:
-        """Start it and wait until it accepts gRPC connections."""
+    def command(self) -> list[str]:
+        """The command line that runs this emulator on `self.port`."""
         command = [sys.executable, "-m", "tagloop_dev.emulator", "--host", "127.0.0.1"]
         command += ["--port", str(self.port)]
         if self.data_dir is not None:
             command += ["--data-dir", str(self.data_dir)]
+        return command
+
+    def start(self, timeout: float = 30.0) -> EmulatorProcess:
+        """Start it and wait until it accepts gRPC connections."""
         env = {**os.environ, "TAGLOOP_LOG_FORMAT": "text"}
-        self.process = subprocess.Popen(command, stdout=self._log, stderr=self._log, env=env)
+        self.process = subprocess.Popen(self.command(), stdout=self._log, stderr=self._log, env=env)
         deadline = time.monotonic() + timeout
         while True:
             if self.process.poll() is not None:
                 code = self.process.returncode
                 self.process = None
-                raise RuntimeError(f"pubsub emulator exited with {code}:\n{self.output()}")
+                raise RuntimeError(f"{self.name} exited with {code}:\n{self.output()}")
             with grpc.insecure_channel(self.host) as channel:
                 try:
                     grpc.channel_ready_future(channel).result(timeout=0.5)
@@ -60,7 +70,7 @@ class EmulatorProcess:
                     pass
             if time.monotonic() > deadline:
                 self.stop(signal.SIGKILL)
-                raise TimeoutError(f"pubsub emulator not ready after {timeout}s:\n{self.output()}")
+                raise TimeoutError(f"{self.name} not ready after {timeout}s:\n{self.output()}")
 
     def stop(self, signum: int = signal.SIGTERM, timeout: float = 15.0) -> int:
         """Signal the emulator and wait for it to exit; returns the exit status."""
@@ -80,3 +90,44 @@ class EmulatorProcess:
     ) -> None:
         self.stop()
         self._log.close()
+
+
+class OfficialEmulatorProcess(EmulatorProcess):
+    """Google's Pub/Sub emulator (gcloud SDK, Java) as a child process.
+
+    It runs the SDK's `cloud-pubsub-emulator` script directly rather than
+    `gcloud beta emulators pubsub start`, so the child is the JVM itself and
+    stopping it by PID leaves nothing behind.
+    """
+
+    name = "official pubsub emulator"
+
+    def command(self) -> list[str]:
+        command = [str(official_emulator_script()), "--host=127.0.0.1", f"--port={self.port}"]
+        if self.data_dir is not None:
+            command.append(f"--dir={self.data_dir}")
+        return command
+
+
+class OfficialEmulatorMissing(RuntimeError):
+    """The gcloud SDK's Pub/Sub emulator component is not installed here."""
+
+
+def official_emulator_script() -> Path:
+    """The SDK's emulator start script: `$CLOUDSDK_ROOT_DIR` or the SDK `gcloud` belongs to.
+
+    Raises OfficialEmulatorMissing with what to install when there is none.
+    """
+    root = os.environ.get("CLOUDSDK_ROOT_DIR")
+    if not root:
+        gcloud = shutil.which("gcloud")
+        root = str(Path(gcloud).resolve().parents[1]) if gcloud else ""
+    script = Path(root) / "platform" / "pubsub-emulator" / "bin" / "cloud-pubsub-emulator"
+    if not root or not script.is_file():
+        raise OfficialEmulatorMissing(
+            "the official Pub/Sub emulator needs the Google Cloud SDK with its "
+            "pubsub-emulator component (gcloud components install pubsub-emulator, "
+            "or Debian's google-cloud-cli-pubsub-emulator) and Java 17+; "
+            f"looked for {script}"
+        )
+    return script
