@@ -11,4 +11,5 @@ pytest_plugins = [
     "tests.fixtures.ui",
     "tests.fixtures.observability",
     "tests.fixtures.stack",
+    "tests.fixtures.containers",
 ]
