@@ -55,7 +55,7 @@ def debian_mirror(apt_dir: Path = Path("/etc/apt")) -> str:
     for text in texts:
         # deb822 (URIs: ...) and one-line (deb URI suite ...) formats.
         for uri in re.findall(r"^URIs:\s*(\S+)|^deb\s+(?:\[[^]]*\]\s+)?(\S+)", text, re.M):
-            found = (uri[0] or uri[1]).rstrip("/")
+            found = str(uri[0] or uri[1]).rstrip("/")
             if found.endswith("/debian"):
                 return found
     return DEFAULT_MIRROR
@@ -107,12 +107,24 @@ def bootstrap_tarball(mirror: str, ca_bundle: bytes | None, tarball: Path) -> No
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(ca_bundle)
         partial = tarball.with_suffix(".partial")
-        subprocess.run(
-            ["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(partial), "."],
-            check=True,
-            timeout=600,
-        )
+        pack(rootfs, partial)
         partial.rename(tarball)
+
+
+def pack(directory: Path, tarball: Path) -> None:
+    """A tarball of `directory`'s contents with numeric owners, as `docker import` wants."""
+    subprocess.run(
+        ["tar", "--numeric-owner", "-C", str(directory), "-cf", str(tarball), "."],
+        check=True,
+        timeout=600,
+    )
+
+
+def import_tarball(engine: Engine, tarball: Path, name: str, changes: list[str]) -> None:
+    """`docker import` a root filesystem tarball as `name`, with Dockerfile-style `changes`."""
+    args = [arg for change in changes for arg in ("--change", change)]
+    with tarball.open("rb") as stream:
+        engine.docker("import", *args, "-", name, stdin=stream)
 
 
 def import_changes(ca_bundle: bytes | None) -> list[str]:
@@ -137,9 +149,7 @@ def ensure_base_image(engine: Engine) -> str:
         tarball = cache / f"{name.rsplit(':', 1)[1]}.tar"
         if not tarball.exists():
             bootstrap_tarball(mirror, ca_bundle, tarball)
-        args = [arg for change in import_changes(ca_bundle) for arg in ("--change", change)]
-        with tarball.open("rb") as stream:
-            engine.docker("import", *args, "-", name, stdin=stream)
+        import_tarball(engine, tarball, name, import_changes(ca_bundle))
     if not engine.docker("images", "--quiet", name).strip():
         raise EngineError(f"docker import did not produce {name}")
     return name
@@ -163,14 +173,9 @@ def ensure_terraform_image(engine: Engine) -> str:
     if engine.docker("images", "--quiet", name).strip():
         return name
     with tempfile.TemporaryDirectory(prefix="tagloop-terraform-") as tmp:
-        (Path(tmp) / "bin").mkdir()
-        shutil.copy2(binary, Path(tmp) / "bin" / "terraform")
-        tarball = Path(tmp) / "terraform.tar"
-        subprocess.run(
-            ["tar", "--numeric-owner", "-C", tmp, "-cf", str(tarball), "bin"],
-            check=True,
-            timeout=120,
-        )
-        with tarball.open("rb") as stream:
-            engine.docker("import", "-", name, stdin=stream)
+        tree = Path(tmp) / "tree"
+        (tree / "bin").mkdir(parents=True)
+        shutil.copy2(binary, tree / "bin" / "terraform")
+        pack(tree, Path(tmp) / "terraform.tar")
+        import_tarball(engine, Path(tmp) / "terraform.tar", name, [])
     return name

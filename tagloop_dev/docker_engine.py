@@ -23,12 +23,12 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import sysconfig
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import IO
 
 from tagloop.errors import TagloopError
 
@@ -65,9 +65,9 @@ class Engine:
             env["DOCKER_CONFIG"] = self.config_dir
         return env
 
-    def docker(self, *args: str, timeout: float = 600.0, **kwargs: object) -> str:
-        """Run `docker ARGS`; its output, or EngineError with what it printed."""
-        return run_checked([docker_binary(), *args], self.env(), timeout, **kwargs)
+    def docker(self, *args: str, timeout: float = 600.0, stdin: IO[bytes] | None = None) -> str:
+        """Run `docker ARGS` (`stdin`: a stream to feed it); its output, or EngineError."""
+        return run_checked([docker_binary(), *args], self.env(), timeout, stdin=stdin)
 
     def compose(
         self,
@@ -90,25 +90,26 @@ def run_checked(
     env: Mapping[str, str],
     timeout: float,
     stream: bool = False,
-    **kwargs: object,
+    stdin: IO[bytes] | None = None,
 ) -> str:
     """Run a command, returning stdout; EngineError with its output when it fails."""
     try:
         result = subprocess.run(
             command,
             env=dict(env),
+            stdin=stdin,
             capture_output=not stream,
-            text=True,
             timeout=timeout,
             check=False,
-            **kwargs,  # type: ignore[call-overload]
         )
     except subprocess.TimeoutExpired as error:
         raise EngineError(f"{' '.join(command[:3])} ... timed out after {timeout:.0f} s") from error
+    stdout = (result.stdout or b"").decode(errors="replace")
     if result.returncode != 0:
-        output = "" if stream else f":\n{result.stdout}{result.stderr}"
+        stderr = (result.stderr or b"").decode(errors="replace")
+        output = "" if stream else f":\n{stdout}{stderr}"
         raise EngineError(f"`{' '.join(command)}` exited {result.returncode}{output}")
-    return str(result.stdout or "")
+    return stdout
 
 
 def docker_binary() -> str:
@@ -264,22 +265,3 @@ def reap(pid: int) -> None:
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
 
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m tagloop_dev.docker_engine start|stop`: for CI scripts and people."""
-    args = sys.argv[1:] if argv is None else argv
-    if args == ["start"]:
-        engine = ensure_engine()
-        print(f"DOCKER_HOST={engine.host or ''} DOCKER_CONFIG={engine.config_dir or ''}")
-        return 0
-    if args == ["stop"]:
-        recorded = recorded_engine()
-        if recorded is not None:
-            stop_engine(recorded)
-        return 0
-    print("usage: python -m tagloop_dev.docker_engine start|stop", file=sys.stderr)
-    return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

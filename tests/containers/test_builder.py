@@ -44,15 +44,15 @@ def copy_checkout(target: Path) -> Path:
 
 
 def test_builder_runs_the_fast_tier_on_the_mounted_checkout_as_its_owner(
-    compose_stack: ComposeStack, container_timings: Timings, tmp_path: Path
+    built_stack: ComposeStack, container_timings: Timings, tmp_path: Path
 ) -> None:
     started = time.monotonic()
-    compose_stack.build("builder")
+    built_stack.build("builder")
     container_timings.measure("builder image build", started)
     checkout = copy_checkout(tmp_path / "checkout")
 
     started = time.monotonic()
-    output = compose_stack.engine.docker(
+    output = built_stack.engine.docker(
         "run",
         "--rm",
         "--init",
