@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tagloop_dev.base_image import ensure_base_image, ensure_terraform_image
+from tagloop_dev.base_image import ensure_base_image
 from tagloop_dev.docker_engine import (
     SOCKET,
     Engine,
@@ -124,7 +124,6 @@ def open_stack(
     if wants_local_images(engine, env):
         stack.files.append(str(LOCAL_OVERRIDE))
         stack.variables["TAGLOOP_BASE_IMAGE"] = ensure_base_image(engine)
-        stack.variables["TAGLOOP_TERRAFORM_IMAGE"] = ensure_terraform_image(engine)
     return stack
 
 

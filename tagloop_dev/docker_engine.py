@@ -264,4 +264,3 @@ def reap(pid: int) -> None:
     """Collect the exit status if dockerd is our child (else it is someone else's to reap)."""
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tagloop_dev.base_image import ensure_terraform_image
 from tagloop_dev.compose_stack import ComposeStack
 from tests.fixtures.containers import Timings
 
@@ -47,6 +48,9 @@ def test_builder_runs_the_fast_tier_on_the_mounted_checkout_as_its_owner(
     built_stack: ComposeStack, container_timings: Timings, tmp_path: Path
 ) -> None:
     started = time.monotonic()
+    if built_stack.local:  # hashicorp/terraform cannot be pulled either
+        terraform = ensure_terraform_image(built_stack.engine)
+        built_stack.variables["TAGLOOP_TERRAFORM_IMAGE"] = terraform
     built_stack.build("builder")
     container_timings.measure("builder image build", started)
     checkout = copy_checkout(tmp_path / "checkout")
