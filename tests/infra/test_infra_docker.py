@@ -87,10 +87,11 @@ def test_stages_builder_runtime_and_one_target_per_service(stages: dict[str, Sta
 
 
 def test_every_image_installs_from_the_one_lock_file(stages: dict[str, Stage]) -> None:
-    download = " ".join(stages["wheels"].args("RUN"))
+    subsets = " ".join(stages["locks"].args("RUN"))
     # The runtime part of the lock, derived from it at build time, hashes included.
-    assert "lock_subset.py requirements.lock --project pyproject.toml > runtime.lock" in download
-    assert "--require-hashes --ignore-requires-python -r runtime.lock" in download
+    assert "lock_subset.py /build/requirements.lock --project /build/pyproject.toml" in subsets
+    download = " ".join(stages["wheels"].args("RUN"))
+    assert "--require-hashes --ignore-requires-python -r /locks/runtime.lock" in download
     builder = " ".join(stages["builder"].args("RUN"))
     assert (
         "--require-hashes --no-deps --ignore-requires-python -r /tmp/requirements.lock" in builder
@@ -100,7 +101,7 @@ def test_every_image_installs_from_the_one_lock_file(stages: dict[str, Stage]) -
     # Offline from the hash-checked wheels: exactly the locked runtime versions, nothing else.
     assert "--no-index --find-links /wheels --require-hashes --no-deps" in runtime
     assert "-r /locks/runtime.lock" in runtime
-    assert "--no-deps /wheels/project/tagloop-*.whl" in runtime
+    assert "--no-index --no-deps /project/tagloop-*.whl" in runtime
 
 
 def test_base_images_are_build_arguments_defaulting_to_the_official_images() -> None:
