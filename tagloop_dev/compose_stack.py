@@ -146,14 +146,17 @@ def cmd_up() -> int:
 def cmd_down() -> int:
     stack = ComposeStack.load()
     if stack is None:
-        engine = recorded_engine() or Engine(host=None)
+        # Not started by compose:up (or already stopped): remove the default project
+        # wherever it runs, but stop no engine that compose:up did not start.
+        recorded = recorded_engine()
+        engine = Engine(recorded.host, config_dir=recorded.config_dir) if recorded else Engine(None)
         if not answers(engine.env()):
             print("compose:down: no engine answers, nothing to stop")
             return 0
         stack = ComposeStack(engine)
     if answers(stack.engine.env()):
         stack.down(stream=True)
-    stop_engine(stack.engine)
+    stop_engine(stack.engine)  # only a dockerd compose:up started
     STATE_FILE.unlink(missing_ok=True)
     return 0
 
