@@ -80,10 +80,10 @@ class ComposeStack:
     def build(self, *services: str, stream: bool = False) -> None:
         self.compose("build", *services, stream=stream)
 
-    def up(self, stream: bool = False) -> None:
-        """Start (building what is missing) and wait until every service is healthy."""
+    def up(self, build: bool = False, stream: bool = False) -> None:
+        """Start (`build`: rebuild the images first) and wait until every service is healthy."""
         wait = ["--wait", "--wait-timeout", str(int(UP_TIMEOUT))]
-        self.compose("up", "--detach", *wait, stream=stream)
+        self.compose("up", "--detach", *(["--build"] if build else []), *wait, stream=stream)
 
     def down(self, stream: bool = False) -> None:
         """Stop and remove the containers, networks and volumes of this project."""
@@ -131,7 +131,7 @@ def cmd_up() -> int:
     engine = ensure_engine()
     stack = open_stack(engine)
     stack.save()  # before building: `down` must find an engine started here even if up fails
-    stack.up(stream=True)
+    stack.up(build=True, stream=True)
     print(
         f"tagloop (Compose) is up: UI http://127.0.0.1:{stack.port('TAGLOOP_UI_PORT')}, "
         f"learner http://127.0.0.1:{stack.port('TAGLOOP_LEARNER_PORT')}/api/status, "
