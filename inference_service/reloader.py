@@ -322,11 +322,19 @@ class Reloader:
         reason = failure_reason(error)
         self._failures += 1
         metrics.RELOAD_FAILURES.labels(reason).inc()
+        serving = self.holder.current.version if self.holder.current else None
         refusal = refusal_reason(error)
         if refusal is not None:
             metrics.MODEL_REFUSALS.labels(refusal).inc()
-            reason = f"refused: {refusal}"
-        serving = self.holder.current.version if self.holder.current else None
+            log.error(
+                "refused %s as untrusted (%s): %s; still serving %s",
+                what,
+                refusal,
+                error,
+                serving,
+                extra={"reason": refusal},
+            )
+            return False
         log.error(
             "loading %s failed (%s: %s); still serving %s, retrying",
             what,
