@@ -239,3 +239,12 @@ def test_cli_keygen_writes_a_pair_and_never_overwrites(tmp_path: Path) -> None:
     assert main(["keygen", str(key)]) == 2
     assert key.read_bytes() == before
     assert os.access(key, os.R_OK)
+
+
+@pytest.mark.parametrize("action", ["promote", "show"])
+def test_cli_checks_version_ids_before_calling_the_learner(
+    action: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TAGLOOP_LEARNER_URL", "http://127.0.0.1:9")  # nothing listens
+    assert main(["models", action, "../../api/retrain"]) == 2
+    assert "invalid model version" in capsys.readouterr().err
