@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from tagloop.domain.signing import TrustedKeys, trusted_keys_from_env
+from tagloop.domain.signing import KeySettings
 from tagloop.settings import CommonSettings, data_path, env_float, env_int, env_str
 
 # A JSON body bigger than this is refused with 413 before it is parsed:
@@ -28,7 +28,7 @@ class InferenceSettings:
     feedback_burst: int
     publish_timeout_seconds: float
     proxy_hops: int
-    trusted_keys: TrustedKeys | None
+    keys: KeySettings
     """The learner's public key(s): TAGLOOP_MODEL_PUBLIC_KEYS and/or _FILE. None: no model is
     ever loaded (the replica stays not ready and says why)."""
 
@@ -48,5 +48,5 @@ class InferenceSettings:
                 env, "TAGLOOP_PUBLISH_TIMEOUT_SECONDS", 5.0, minimum=0.1, maximum=25.0
             ),
             proxy_hops=env_int(env, "TAGLOOP_PROXY_HOPS", 1, minimum=0, maximum=10),
-            trusted_keys=trusted_keys_from_env(env),
+            keys=KeySettings.from_env(env),
         )

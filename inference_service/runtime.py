@@ -38,6 +38,8 @@ class Runtime:
         )
         self.reloader: Reloader | None = None
         self.not_ready_reason = "no model loaded yet"
+        # Read here, in gunicorn's master (preload): a bad key file stops the replica at boot.
+        self.trusted = settings.keys.trusted()
 
     def start(self) -> None:
         """Begin loading the promoted model and listening for updates (in the background).
@@ -45,7 +47,7 @@ class Runtime:
         Without a trusted key nothing is loaded: the replica stays up (feedback
         still works) but not ready, and /readyz says why.
         """
-        trusted = self.settings.trusted_keys
+        trusted = self.trusted
         if trusted is None:
             self.not_ready_reason = NO_KEY_REASON
             log.error("not loading any model: %s", NO_KEY_REASON)

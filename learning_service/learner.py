@@ -74,7 +74,7 @@ class Learner:
     @classmethod
     def from_settings(cls, settings: LearnerSettings) -> Learner:
         registry = Registry.from_settings(
-            settings.common, signer=settings.require_signer(), trusted=settings.trusted_keys
+            settings.common, signer=settings.require_signer(), trusted=settings.keys.trusted()
         )
         return cls(settings, Bus(settings.common.gcp_project), registry)
 

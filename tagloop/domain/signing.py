@@ -228,30 +228,46 @@ def public_key_path(private_path: Path) -> Path:
     return private_path.with_name(private_path.name + ".pub")
 
 
-def signer_from_env(env: Mapping[str, str]) -> Signer | None:
-    """The learner's signer from TAGLOOP_MODEL_SIGNING_KEY_FILE; None if the variable is unset."""
-    path = env_optional(env, SIGNING_KEY_VAR)
-    return None if path is None else Signer.from_file(Path(path).expanduser())
+@dataclass(frozen=True)
+class KeySettings:
+    """Where a service finds its keys. `from_env` keeps the paths, like every path setting (the
+    files may be mounted later); `signer()` and `trusted()` read them once at start-up."""
 
+    signing_key_file: Path | None
+    public_keys: TrustedKeys | None
+    public_keys_file: Path | None
 
-def trusted_keys_from_env(env: Mapping[str, str]) -> TrustedKeys | None:
-    """Public keys from TAGLOOP_MODEL_PUBLIC_KEYS and/or the file TAGLOOP_MODEL_PUBLIC_KEYS_FILE;
-    None if neither is set."""
-    found: list[TrustedKeys] = []
-    inline = env_optional(env, PUBLIC_KEYS_VAR)
-    if inline is not None:
-        found.append(TrustedKeys.parse(inline, PUBLIC_KEYS_VAR))
-    path = env_optional(env, PUBLIC_KEYS_FILE_VAR)
-    if path is not None:
-        try:
-            with open(Path(path).expanduser(), encoding="ascii") as handle:
-                text = handle.read(_MAX_KEY_FILE_BYTES)
-        except (OSError, UnicodeDecodeError) as error:
-            raise ConfigError(f"{PUBLIC_KEYS_FILE_VAR}: cannot read {path}: {error}") from None
-        found.append(TrustedKeys.parse(text, f"{PUBLIC_KEYS_FILE_VAR} ({path})"))
-    if not found:
-        return None
-    trusted = found[0]
-    for more in found[1:]:
-        trusted = trusted + more
-    return trusted
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> KeySettings:
+        """TAGLOOP_MODEL_SIGNING_KEY_FILE, TAGLOOP_MODEL_PUBLIC_KEYS (checked now) and
+        TAGLOOP_MODEL_PUBLIC_KEYS_FILE."""
+        signing = env_optional(env, SIGNING_KEY_VAR)
+        inline = env_optional(env, PUBLIC_KEYS_VAR)
+        listed = env_optional(env, PUBLIC_KEYS_FILE_VAR)
+        return cls(
+            signing_key_file=None if signing is None else Path(signing).expanduser(),
+            public_keys=None if inline is None else TrustedKeys.parse(inline, PUBLIC_KEYS_VAR),
+            public_keys_file=None if listed is None else Path(listed).expanduser(),
+        )
+
+    def signer(self) -> Signer | None:
+        """The learner's private key; None if TAGLOOP_MODEL_SIGNING_KEY_FILE is unset."""
+        return None if self.signing_key_file is None else Signer.from_file(self.signing_key_file)
+
+    def trusted(self) -> TrustedKeys | None:
+        """Every public key configured (inline and file together); None if neither is set."""
+        found = [] if self.public_keys is None else [self.public_keys]
+        if self.public_keys_file is not None:
+            path = self.public_keys_file
+            try:
+                with path.open(encoding="ascii") as handle:
+                    text = handle.read(_MAX_KEY_FILE_BYTES)
+            except (OSError, UnicodeDecodeError) as error:
+                raise ConfigError(f"{PUBLIC_KEYS_FILE_VAR}: cannot read {path}: {error}") from None
+            found.append(TrustedKeys.parse(text, f"{PUBLIC_KEYS_FILE_VAR} ({path})"))
+        if not found:
+            return None
+        trusted = found[0]
+        for more in found[1:]:
+            trusted = trusted + more
+        return trusted

@@ -21,6 +21,7 @@ from tagloop.domain.signing import (
     PUBLIC_KEYS_FILE_VAR,
     PUBLIC_KEYS_VAR,
     SIGNING_KEY_VAR,
+    KeySettings,
     SignatureError,
     Signer,
     TrustedKeys,
@@ -28,8 +29,6 @@ from tagloop.domain.signing import (
     generate_key_files,
     public_key_path,
     public_key_text,
-    signer_from_env,
-    trusted_keys_from_env,
 )
 from tagloop.domain.versions import (
     VERSION_PATTERN,
@@ -181,20 +180,20 @@ def test_key_files_and_settings(tmp_path: Path) -> None:
     assert stat.S_IMODE(private.stat().st_mode) == 0o600
     with pytest.raises(FileExistsError):
         generate_key_files(private)
-    signer = signer_from_env({SIGNING_KEY_VAR: str(private)})
+    signer = KeySettings.from_env({SIGNING_KEY_VAR: str(private)}).signer()
     assert signer is not None
-    trusted = trusted_keys_from_env({PUBLIC_KEYS_FILE_VAR: str(public)})
+    trusted = KeySettings.from_env({PUBLIC_KEYS_FILE_VAR: str(public)}).trusted()
     assert trusted is not None and set(trusted.keys) == {signer.key_id}
     pem = signer.public.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     ).decode()
     other = Signer(Ed25519PrivateKey.generate())
     (tmp_path / "keys.txt").write_text(f"# old key\n{pem}\n{public_key_text(other.public)}\n")
-    both = trusted_keys_from_env({PUBLIC_KEYS_FILE_VAR: str(tmp_path / "keys.txt")})
+    both = KeySettings.from_env({PUBLIC_KEYS_FILE_VAR: str(tmp_path / "keys.txt")}).trusted()
     assert both is not None and set(both.keys) == {signer.key_id, other.key_id}
-    inline = trusted_keys_from_env({PUBLIC_KEYS_VAR: f"{public_key_text(other.public)}, "})
+    inline = KeySettings.from_env({PUBLIC_KEYS_VAR: f"{public_key_text(other.public)}, "}).trusted()
     assert inline is not None and set(inline.keys) == {other.key_id}
-    assert signer_from_env({}) is None and trusted_keys_from_env({}) is None
+    assert KeySettings.from_env({}).signer() is None and KeySettings.from_env({}).trusted() is None
 
 
 @pytest.mark.parametrize(
@@ -208,8 +207,8 @@ def test_key_files_and_settings(tmp_path: Path) -> None:
 )
 def test_bad_key_settings_name_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message) as error:
-        signer_from_env(env)
-        trusted_keys_from_env(env)
+        KeySettings.from_env(env).signer()
+        KeySettings.from_env(env).trusted()
     assert next(iter(env)) in str(error.value)
 
 
