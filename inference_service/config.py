@@ -29,8 +29,8 @@ class InferenceSettings:
     publish_timeout_seconds: float
     proxy_hops: int
     keys: KeySettings
-    """The learner's public key(s): TAGLOOP_MODEL_PUBLIC_KEYS and/or _FILE. None: no model is
-    ever loaded (the replica stays not ready and says why)."""
+    """The learner's public key(s): TAGLOOP_MODEL_PUBLIC_KEYS and/or _FILE. With neither, no
+    model is ever loaded (the replica stays not ready and says why)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> InferenceSettings:
