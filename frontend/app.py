@@ -19,7 +19,13 @@ from frontend.proxy import UpstreamError, UpstreamPool
 from frontend.settings import UISettings
 from frontend.tag_rules import tag_rules
 from tagloop.web import httpmetrics
-from tagloop.web.api import ApiError, error_response, install_json_errors, install_security_headers
+from tagloop.web.api import (
+    ApiError,
+    error_response,
+    install_json_errors,
+    install_security_headers,
+    keep_json_key_order,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +77,7 @@ def create_app(settings: UISettings, titles: list[str], pool: UpstreamPool | Non
     """Build the app; `titles` is the queue (loaded once by the caller, shared by workers)."""
     app = Flask(__name__, static_folder=str(STATIC_DIR), static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-    app.json.sort_keys = False
+    keep_json_key_order(app)
     if settings.proxy_hops:
         hops = settings.proxy_hops
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+from werkzeug.datastructures import Headers
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
@@ -119,7 +120,7 @@ class UpstreamPool:
         method: str,
         path: str,
         body: bytes,
-        headers: Mapping[str, str],
+        headers: Mapping[str, str] | Headers,
         forwarded: Mapping[str, str],
     ) -> Answer:
         """Send one request and return the first upstream answer.

@@ -24,7 +24,7 @@ from tagloop.web.wsgi_server import bind_address, fresh_metrics_dir, run_applica
 log = logging.getLogger(__name__)
 
 
-class _RootLogger(glogging.Logger):
+class _RootLogger(glogging.Logger):  # type: ignore[misc]  # gunicorn ships no type hints
     """Gunicorn's messages go through the root logger, hence `configure_logging`'s format."""
 
     def setup(self, cfg: Any) -> None:
@@ -39,7 +39,7 @@ def _child_exit(server: Any, worker: Any) -> None:
     multiprocess.mark_process_dead(worker.pid)
 
 
-class _Application(BaseApplication):
+class _Application(BaseApplication):  # type: ignore[misc]  # gunicorn ships no type hints
     def __init__(self, factory: Callable[[], Any], options: dict[str, Any]) -> None:
         self.factory = factory
         self.options = options

@@ -27,6 +27,7 @@ from tagloop.web.api import (
     install_json_errors,
     install_security_headers,
     json_body,
+    keep_json_key_order,
 )
 
 CANDIDATES = 5
@@ -36,7 +37,8 @@ SPEC_PATH = Path(__file__).with_name("openapi.json")
 
 
 def runtime_of(app: Flask) -> Runtime:
-    return app.extensions[EXTENSION]
+    runtime: Runtime = app.extensions[EXTENSION]
+    return runtime
 
 
 def create_app(settings: InferenceSettings | None = None, runtime: Runtime | None = None) -> Flask:
@@ -44,7 +46,7 @@ def create_app(settings: InferenceSettings | None = None, runtime: Runtime | Non
     runtime = runtime or Runtime(settings)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    keep_json_key_order(app)
     app.extensions[EXTENSION] = runtime
     if settings.proxy_hops:
         # The client address for rate limiting is the one our proxies (the UI) saw.

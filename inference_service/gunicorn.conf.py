@@ -36,7 +36,7 @@ GIL_SWITCH_SECONDS = 0.001
 control_socket_disable = True
 
 
-class Logger(glogging.Logger):
+class Logger(glogging.Logger):  # type: ignore[misc]  # gunicorn ships no type hints
     """gunicorn's own messages go through tagloop's handler (JSON lines in containers)."""
 
     def setup(self, cfg: Any) -> None:

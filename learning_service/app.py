@@ -18,7 +18,12 @@ from learning_service.learner import Learner
 from learning_service.refit import Busy
 from tagloop.channels.registry import InvalidVersion, RegistryError, VersionNotFound
 from tagloop.web import httpmetrics
-from tagloop.web.api import ApiError, install_json_errors, install_security_headers
+from tagloop.web.api import (
+    ApiError,
+    install_json_errors,
+    install_security_headers,
+    keep_json_key_order,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -59,7 +64,7 @@ def _registry_unavailable(error: RegistryError) -> ApiError:
 def create_app(learner: Learner) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-    app.json.sort_keys = False
+    keep_json_key_order(app)
     install_json_errors(app)
     install_security_headers(app)
     httpmetrics.install(app)

@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal, cast
 
 import boto3
 from botocore.config import Config
@@ -102,13 +102,17 @@ def new_version() -> str:
     return f"{now:%Y%m%dT%H%M%S}{now.microsecond // 1000:03d}Z-{secrets.token_hex(3)}"
 
 
-def check_version(version: str) -> str:
+def check_version(version: object) -> str:
     if not isinstance(version, str) or not _VERSION_RE.fullmatch(version):
         raise InvalidVersion(
             f"invalid model version {version!r}: use letters, digits, '.', '_' or '-' "
             "(at most 100 characters)"
         )
     return version
+
+
+AddressingStyle = Literal["auto", "virtual", "path"]
+RetryMode = Literal["legacy", "standard", "adaptive"]
 
 
 def make_s3_client(
@@ -135,8 +139,9 @@ def make_s3_client(
     config = Config(
         region_name=region,
         signature_version="s3v4",
-        s3={"addressing_style": addressing_style},
-        retries={"mode": retry_mode, "total_max_attempts": max_attempts},
+        # botocore rejects any other value (InvalidS3AddressingStyleError, InvalidRetryModeError).
+        s3={"addressing_style": cast(AddressingStyle, addressing_style)},
+        retries={"mode": cast(RetryMode, retry_mode), "total_max_attempts": max_attempts},
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
         request_checksum_calculation="when_required",
@@ -375,7 +380,8 @@ class Registry:
             return None
         if not isinstance(pointer, dict) or not isinstance(pointer.get("version"), str):
             raise CorruptObject(f's3://{self.bucket}/{CURRENT_KEY}: expected {{"version": str}}')
-        return pointer["version"]
+        version: str = pointer["version"]
+        return version
 
     def set_current(self, version: str) -> None:
         """Point models/current.json at a complete version that passed the promotion gate."""

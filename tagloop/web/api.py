@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, request
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,13 @@ def _http_code(error: HTTPException) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
 
 
+def keep_json_key_order(app: Flask) -> None:
+    """JSON answers keep the order the code builds them in (Flask sorts keys by default)."""
+    provider = DefaultJSONProvider(app)
+    provider.sort_keys = False
+    app.json = provider
+
+
 def install_json_errors(app: Flask) -> None:
     """Every error, including Werkzeug's own (404, 405, 413), answers JSON."""
 
@@ -64,8 +72,9 @@ def install_json_errors(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException) -> Response:
         response = error_response(error.code or 500, _http_code(error), error.description or "")
-        if error.code == 405 and getattr(error, "valid_methods", None):
-            response.headers["Allow"] = ", ".join(error.valid_methods)
+        allowed = getattr(error, "valid_methods", None)  # MethodNotAllowed's
+        if error.code == 405 and allowed:
+            response.headers["Allow"] = ", ".join(allowed)
         return response
 
     @app.errorhandler(Exception)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import socket
-import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -17,10 +16,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-import requests
-from flask import Flask, jsonify, request
 from flask.testing import FlaskClient
-from werkzeug.serving import BaseWSGIServer, make_server
 
 from frontend.app import MAX_BODY_BYTES, STATIC_DIR, create_app
 from frontend.proxy import UpstreamPool
@@ -29,60 +25,8 @@ from frontend.tag_rules import tag_rules
 from tagloop.domain.tags import ALIASES, MAX_TAG_LENGTH
 from tagloop.settings import ConfigError
 from tests.fixtures.pubsub import free_port
-from tests.fixtures.ui import TAGLOOP, start_ui
 
 TITLES = [f"title number {i}" for i in range(45)]
-
-
-def stub_upstream(name: str, release: threading.Event) -> Flask:
-    """An upstream that answers with its name and what it received."""
-    app = Flask(name)
-
-    @app.route("/api/echo", methods=["GET", "POST"])
-    def echo():  # type: ignore[no-untyped-def]
-        response = jsonify(
-            upstream=name,
-            method=request.method,
-            query=request.query_string.decode(),
-            body=request.get_data(as_text=True),
-            headers={k.lower(): v for k, v in request.headers.items()},
-        )
-        response.headers["X-Upstream"] = name
-        return response
-
-    @app.post("/api/feedback")
-    def limited():  # type: ignore[no-untyped-def]
-        response = jsonify(error={"code": "rate_limited", "message": "slow down"})
-        response.status_code = 429
-        response.headers["Retry-After"] = "7"
-        return response
-
-    @app.get("/api/wait")
-    def wait():  # type: ignore[no-untyped-def]
-        release.wait(10)
-        return jsonify(upstream=name)
-
-    return app
-
-
-@pytest.fixture(scope="module")
-def release() -> Iterator[threading.Event]:
-    event = threading.Event()
-    yield event
-    event.set()
-
-
-@pytest.fixture(scope="module")
-def upstreams(release: threading.Event) -> Iterator[list[str]]:
-    """Two running stub upstreams, "a" and "b"."""
-    servers: list[BaseWSGIServer] = []
-    for name in ("a", "b"):
-        server = make_server("127.0.0.1", 0, stub_upstream(name, release), threaded=True)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-    yield [f"http://127.0.0.1:{server.server_port}" for server in servers]
-    for server in servers:
-        server.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -376,45 +320,3 @@ def test_oversized_body_is_refused_before_forwarding(upstreams: list[str]) -> No
     )
     assert response.status_code == 413
     assert error_of(response)["code"] == "request_entity_too_large"
-
-
-# --- under gunicorn, as `tagloop serve ui` ----------------------------------------------
-
-
-def test_served_by_gunicorn_with_worker_metrics(upstreams: list[str]) -> None:
-    with start_ui(upstreams, TAGLOOP_WORKERS="2") as ui:
-        session = requests.Session()
-        page = session.get(ui.base_url + "/", timeout=5)
-        assert page.status_code == 200
-        assert "default-src 'self'" in page.headers["Content-Security-Policy"]
-        for _ in range(6):
-            assert session.get(ui.base_url + "/api/echo", timeout=5).status_code == 200
-        metrics = session.get(ui.base_url + "/metrics", timeout=5).text
-        count = re.search(
-            r'tagloop_http_requests_total\{endpoint="/api/<path:rest>",method="GET",status="200"\} (\S+)',
-            metrics,
-        )
-        assert count is not None
-        assert float(count.group(1)) == 6.0  # summed over both workers
-
-
-@pytest.mark.parametrize(
-    ("env", "message"),
-    [
-        ({"TAGLOOP_UI_UPSTREAMS": "nonsense"}, "TAGLOOP_UI_UPSTREAMS"),
-        ({"TAGLOOP_UNLABELED_DATA": "/nonexistent/unlabeled.tsv"}, "no such file"),
-    ],
-)
-def test_bad_configuration_stops_start_up_with_a_clear_message(
-    env: dict[str, str], message: str
-) -> None:
-    result = subprocess.run(
-        [str(TAGLOOP), "serve", "ui", "--port", str(free_port())],
-        env={"PATH": "/usr/bin:/bin", **env},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert result.returncode == 2
-    assert message in result.stderr
