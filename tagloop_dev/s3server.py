@@ -28,7 +28,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tagloop.errors import TagloopError
 from tagloop.settings import env_str
@@ -162,8 +162,9 @@ class S3Server:
             env["TAGLOOP_S3_BUCKET"] = self.bucket
         return env
 
-    def registry(self, bucket: str | None = None) -> Registry:
-        """A Registry on this server (the launcher's bucket unless another is named)."""
+    def registry(self, bucket: str | None = None, **options: Any) -> Registry:
+        """A Registry on this server (the launcher's bucket unless another is named); `options`
+        go to `Registry` (e.g. `signer=`, `trusted=`)."""
         from tagloop.channels.registry import Registry  # boto3 is imported only when needed
 
         name = bucket or self.bucket
@@ -174,6 +175,7 @@ class S3Server:
             endpoint_url=self.endpoint_url,
             access_key=self.access_key,
             secret_key=self.secret_key,
+            **options,
         )
 
     def output(self) -> str:

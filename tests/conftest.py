@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 pytest_plugins = [
+    "tests.fixtures.keys",
     "tests.fixtures.model",
     "tests.fixtures.pubsub",
     "tests.fixtures.infra",
