@@ -62,26 +62,8 @@ def fresh_environment(caches: Path) -> dict[str, str]:
     }
 
 
-def timed_list(clone: Path, env: dict[str, str], log: Path) -> float:
-    """Seconds for `./dev --list` (creating .venv from the lock)."""
-    started = time.monotonic()
-    with log.open("w") as out:
-        result = subprocess.run(
-            ["./dev", "--list"],
-            cwd=clone,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            check=False,
-        )
-    seconds = time.monotonic() - started
-    if result.returncode != 0:
-        raise SystemExit(f"bench_up: ./dev --list failed:\n{log.read_text()}")
-    return seconds
-
-
-def timed_fast_tier(clone: Path, env: dict[str, str], log: Path) -> tuple[float, float]:
-    """Wall and CPU seconds (user + system, every child) of `./dev test:fast` on the warm venv.
+def timed_dev(clone: Path, env: dict[str, str], task: str, log: Path) -> tuple[float, float]:
+    """Wall and CPU seconds (user + system, every child) of `./dev <task>` in the clone.
 
     The CPU figure barely moves with the machine's load; wall time on a
     shared machine does, so both are recorded.
@@ -90,17 +72,12 @@ def timed_fast_tier(clone: Path, env: dict[str, str], log: Path) -> tuple[float,
     started = time.monotonic()
     with log.open("w") as out:
         result = subprocess.run(
-            ["./dev", "test:fast"],
-            cwd=clone,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            check=False,
+            ["./dev", task], cwd=clone, env=env, stdout=out, stderr=subprocess.STDOUT, check=False
         )
     wall = time.monotonic() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if result.returncode != 0:
-        raise SystemExit(f"bench_up: ./dev test:fast failed:\n{log.read_text()[-4000:]}")
+        raise SystemExit(f"bench_up: ./dev {task} failed:\n{log.read_text()[-4000:]}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return wall, cpu
 
@@ -153,10 +130,10 @@ def main() -> None:
         started = time.monotonic()
         subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
         results["clone"] = time.monotonic() - started
-        results["bootstrap"] = timed_list(clone, env, logs / "list.log")
+        results["bootstrap"], _ = timed_dev(clone, env, "--list", logs / "list.log")
         progress(results)
-        results["fast_tier"], results["fast_tier_cpu"] = timed_fast_tier(
-            clone, env, logs / "fast.log"
+        results["fast_tier"], results["fast_tier_cpu"] = timed_dev(
+            clone, env, "test:fast", logs / "fast.log"
         )
         progress(results)
         results["first_up"] = timed_up(clone, env, args.base_port, logs / "first.log")
