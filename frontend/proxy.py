@@ -1,11 +1,16 @@
 """Forwarding `/api/*` to the inference replicas: round-robin with failover.
 
+Only the inference API's own routes pass (`ROUTES`), each forwarded under its
+canonical path: a path the UI would have to decode or normalise first
+(`/api/..%2fmetrics`, `/api//model`) is not one of them, so nothing but the
+public API is reachable through the UI.
+
 Each request starts at the next upstream in turn. A connection that cannot be
 established moves on to the next upstream, and the failed one is tried last
 for a few seconds, so a stopped replica costs one refused connection rather
 than one per request. A request whose connection broke after it was sent is
-retried elsewhere only when the method is idempotent: a feedback POST must not
-be published twice.
+sent once more, to another upstream, only when repeating it is safe (reads and
+predictions); a feedback POST must not be published twice.
 """
 
 from __future__ import annotations
@@ -20,7 +25,21 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+# The inference API (inference_service/openapi.json, a test keeps them equal): path ->
+# methods, and whether a request whose connection broke may be sent again.
+ROUTES: dict[str, frozenset[str]] = {
+    "/api/predict": frozenset({"POST"}),
+    "/api/feedback": frozenset({"POST"}),
+    "/api/model": frozenset({"GET", "HEAD"}),
+    "/api/tags": frozenset({"GET", "HEAD"}),
+    "/api/openapi.json": frozenset({"GET", "HEAD"}),
+}
+SAFE_TO_REPEAT = frozenset(
+    {
+        ("POST", "/api/predict"),  # a prediction changes nothing
+        *((method, path) for path, methods in ROUTES.items() for method in methods - {"POST"}),
+    }
+)
 
 # Request headers worth passing on; everything else (cookies, auth of the UI
 # origin, hop-by-hop headers) stays at the edge.
@@ -124,13 +143,15 @@ class UpstreamPool:
     ) -> Answer:
         """Send one request and return the first upstream answer.
 
-        `path` includes the query string; of the client's `headers` only the
-        content-negotiation ones pass; `forwarded` (X-Forwarded-*) is added as is.
+        `path` is one of `ROUTES`, followed by the query string; of the
+        client's `headers` only the content-negotiation ones pass; `forwarded`
+        (X-Forwarded-*) is added as is.
         """
         lowered = {name.lower(): value for name, value in headers.items()}
         sent = {n: lowered[n.lower()] for n in FORWARDED_REQUEST_HEADERS if n.lower() in lowered}
         sent.update(forwarded)
         sent["Accept-Encoding"] = "identity"
+        repeatable = (method, path.partition("?")[0]) in SAFE_TO_REPEAT
         for upstream in self.order():
             try:
                 response = self.session.request(
@@ -147,7 +168,9 @@ class UpstreamPool:
                     self._on_attempt(upstream, "connect_error")
                     continue
                 self._on_attempt(upstream, "broken")
-                if method in IDEMPOTENT_METHODS:
+                self._mark(upstream, healthy=False)
+                if repeatable:
+                    repeatable = False  # once: a request that breaks replicas must not visit all
                     continue
                 raise UpstreamError(
                     502, "upstream_failed", "The tagging service dropped the connection."

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tagloop.settings import CommonSettings, data_path, env_float, env_int, env_str
+from tagloop.web.forwarding import ProxyChain
 
 # A JSON body bigger than this is refused with 413 before it is parsed:
 # 1,000 titles of 300 characters, JSON-escaped, fit comfortably.
@@ -26,7 +27,7 @@ class InferenceSettings:
     feedback_rate: float
     feedback_burst: int
     publish_timeout_seconds: float
-    proxy_hops: int
+    proxy: ProxyChain
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> InferenceSettings:
@@ -43,5 +44,5 @@ class InferenceSettings:
             publish_timeout_seconds=env_float(
                 env, "TAGLOOP_PUBLISH_TIMEOUT_SECONDS", 5.0, minimum=0.1, maximum=25.0
             ),
-            proxy_hops=env_int(env, "TAGLOOP_PROXY_HOPS", 1, minimum=0, maximum=10),
+            proxy=ProxyChain.from_env(env, default_hops=1),
         )

@@ -1,0 +1,118 @@
+"""Slow and idle clients cannot starve the UI or a replica (issue 11, reproduction 7).
+
+20 connections send a request head a line at a time (slowloris) and 100 more
+open and send nothing, against a real replica and against the real UI server
+in front of it, while a well-behaved client keeps predicting on fresh
+connections: every prediction answers, p99 at most 1 s. Loops are bounded and
+everything stays on loopback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+import requests
+
+from tests.fixtures.inference import InferenceSetup
+from tests.fixtures.ui import start_ui
+from tests.fixtures.wait import wait_until
+
+SLOW_HEADERS = 20
+IDLE = 100
+PREDICTIONS = 60
+P99_SECONDS = 1.0
+DRIP_SECONDS = 0.25
+
+
+def _connect(base_url: str) -> socket.socket:
+    host, port = base_url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=5)
+
+
+@contextmanager
+def hostile_clients(base_url: str) -> Iterator[None]:
+    """Slow-header and idle connections held open for the duration of the block."""
+    idle = [_connect(base_url) for _ in range(IDLE)]
+    slow = [_connect(base_url) for _ in range(SLOW_HEADERS)]
+    stop = threading.Event()
+
+    def drip() -> None:
+        for conn in slow:
+            conn.sendall(b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        line = 0
+        while not stop.wait(DRIP_SECONDS) and line < 400:  # bounded: at most ~100 s
+            line += 1
+            for conn in slow:
+                with contextlib.suppress(OSError):  # the server gave up on this one: fine
+                    conn.sendall(f"X-Slow-{line}: 1\r\n".encode())
+
+    dripper = threading.Thread(target=drip, daemon=True)
+    dripper.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        dripper.join(5)
+        for conn in idle + slow:
+            conn.close()
+
+
+def predict_latencies(base_url: str) -> list[float]:
+    """A normal client: each prediction on a new connection, as a browser's first request."""
+    latencies = []
+    for i in range(PREDICTIONS):
+        started = time.perf_counter()
+        response = requests.post(
+            base_url + "/api/predict",
+            json={"title": f"how to merge two dicts in python {i}"},
+            timeout=5,
+            headers={"Connection": "close"},
+        )
+        latencies.append(time.perf_counter() - started)
+        assert response.status_code == 200, response.text
+        assert response.json()["tags"]
+    return latencies
+
+
+def p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+@pytest.fixture(scope="module")
+def replica(inference_replica: InferenceSetup) -> str:
+    """The session's replica once every worker serves (readiness needs only one)."""
+    version = inference_replica.version
+    assert version is not None
+    wait_until(
+        lambda: inference_replica.replica.all_workers_serve(version),
+        timeout=30,
+        what="every worker serving the model",
+    )
+    return inference_replica.replica.base_url
+
+
+def test_slow_and_idle_clients_do_not_starve_a_replica(replica: str) -> None:
+    with hostile_clients(replica):
+        latencies = predict_latencies(replica)
+    assert p99(latencies) <= P99_SECONDS, sorted(latencies)[-5:]
+
+
+def test_slow_and_idle_clients_do_not_starve_the_ui(replica: str) -> None:
+    with start_ui([replica]) as ui, hostile_clients(ui.base_url):
+        latencies = predict_latencies(ui.base_url)
+    assert p99(latencies) <= P99_SECONDS, sorted(latencies)[-5:]
+
+
+def test_an_unfinished_request_head_is_answered_408_and_closed(replica: str) -> None:
+    with _connect(replica) as conn:
+        conn.settimeout(30)
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        answer = conn.recv(4096)  # the server's deadline ends the wait, not ours
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
