@@ -9,58 +9,19 @@ everything stays on loopback.
 
 from __future__ import annotations
 
-import contextlib
 import socket
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 import requests
 
+from tagloop_dev.slow_clients import hostile_clients
 from tests.fixtures.inference import InferenceSetup
 from tests.fixtures.ui import start_ui
 from tests.fixtures.wait import wait_until
 
-SLOW_HEADERS = 20
-IDLE = 100
 PREDICTIONS = 60
 P99_SECONDS = 1.0
-DRIP_SECONDS = 0.25
-
-
-def _connect(base_url: str) -> socket.socket:
-    host, port = base_url.removeprefix("http://").split(":")
-    return socket.create_connection((host, int(port)), timeout=5)
-
-
-@contextmanager
-def hostile_clients(base_url: str) -> Iterator[None]:
-    """Slow-header and idle connections held open for the duration of the block."""
-    idle = [_connect(base_url) for _ in range(IDLE)]
-    slow = [_connect(base_url) for _ in range(SLOW_HEADERS)]
-    stop = threading.Event()
-
-    def drip() -> None:
-        for conn in slow:
-            conn.sendall(b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n")
-        line = 0
-        while not stop.wait(DRIP_SECONDS) and line < 400:  # bounded: at most ~100 s
-            line += 1
-            for conn in slow:
-                with contextlib.suppress(OSError):  # the server gave up on this one: fine
-                    conn.sendall(f"X-Slow-{line}: 1\r\n".encode())
-
-    dripper = threading.Thread(target=drip, daemon=True)
-    dripper.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        dripper.join(5)
-        for conn in idle + slow:
-            conn.close()
 
 
 def predict_latencies(base_url: str) -> list[float]:
@@ -111,7 +72,7 @@ def test_slow_and_idle_clients_do_not_starve_the_ui(replica: str) -> None:
 
 
 def test_an_unfinished_request_head_is_answered_408_and_closed(replica: str) -> None:
-    with _connect(replica) as conn:
+    with socket.create_connection(("127.0.0.1", int(replica.rsplit(":", 1)[1]))) as conn:
         conn.settimeout(30)
         conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         answer = conn.recv(4096)  # the server's deadline ends the wait, not ours
