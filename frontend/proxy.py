@@ -30,6 +30,7 @@ from urllib3.exceptions import (
     ReadTimeoutError,
 )
 from urllib3.util import Timeout
+from werkzeug.datastructures import Headers
 
 # The inference API (inference_service/openapi.json, a test keeps them equal): path ->
 # methods, and whether a request whose connection broke may be sent again.
@@ -142,7 +143,7 @@ class UpstreamPool:
         method: str,
         path: str,
         body: bytes,
-        headers: Mapping[str, str],
+        headers: Mapping[str, str] | Headers,
         forwarded: Mapping[str, str],
     ) -> Answer:
         """Send one request and return the first upstream answer.
