@@ -102,12 +102,15 @@ def request_complete(data: bytes | bytearray) -> bool:
 class _Pending:
     """A connection whose request is being collected in the main loop."""
 
-    __slots__ = ("conn", "data", "deadline")
+    __slots__ = ("conn", "data", "deadline", "done", "registered")
 
-    def __init__(self, conn: TConn, deadline: float) -> None:
+    def __init__(self, conn: TConn, deadline: float, registered: bool) -> None:
         self.conn = conn
         self.data = bytearray()
         self.deadline = deadline
+        self.registered = registered
+        """Whether the socket is in the worker's poller."""
+        self.done = False
 
 
 class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
@@ -129,7 +132,7 @@ class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
             return
         self.nr_conns += 1
         conn = TConn(self.cfg, bounded(client), address, listener.getsockname())
-        self._collect(conn, register=True)
+        self._collect(conn, registered=False)
 
     def on_client_socket_readable(self, conn: TConn, client: socket.socket) -> None:
         """A kept-alive connection has its next request coming: collect it here too."""
@@ -137,15 +140,22 @@ class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
             super().on_client_socket_readable(conn, client)
             return
         self.keepalived_conns.remove(conn)
-        self.poller.unregister(client)
-        self._collect(conn, register=True)
+        self._collect(conn, registered=True)
 
-    def _collect(self, conn: TConn, register: bool) -> None:
-        pending = _Pending(conn, time.monotonic() + REQUEST_HEAD_SECONDS)
+    def _collect(self, conn: TConn, registered: bool) -> None:
+        """Read what is there now (usually the whole request: handed over at once, no poller
+        change beyond gthread's own), else wait in the poller for the rest."""
+        pending = _Pending(conn, time.monotonic() + REQUEST_HEAD_SECONDS, registered)
         self._collecting[conn.sock.fileno()] = pending
-        if register:
-            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._readable, pending))
         self._readable(pending, conn.sock)
+        if pending.done:
+            return
+        callback = partial(self._readable, pending)
+        if registered:
+            self.poller.modify(conn.sock, selectors.EVENT_READ, callback)
+        else:
+            self.poller.register(conn.sock, selectors.EVENT_READ, callback)
+            pending.registered = True
 
     def _readable(self, pending: _Pending, _sock: object) -> None:
         try:
@@ -162,9 +172,11 @@ class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
             self._hand_over(pending)
 
     def _forget(self, pending: _Pending) -> None:
+        pending.done = True
         self._collecting.pop(pending.conn.sock.fileno(), None)
-        with contextlib.suppress(KeyError, ValueError, OSError):
-            self.poller.unregister(pending.conn.sock)
+        if pending.registered:
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self.poller.unregister(pending.conn.sock)
 
     def _hand_over(self, pending: _Pending) -> None:
         self._forget(pending)

@@ -48,13 +48,12 @@ def p99(values: list[float]) -> float:
 
 @pytest.fixture(scope="module")
 def replica(inference_replica: InferenceSetup) -> str:
-    """The session's replica once every worker serves (readiness needs only one)."""
-    version = inference_replica.version
-    assert version is not None
+    """The session's replica once both its workers loaded the model (readiness needs one)."""
+    replica = inference_replica.replica
     wait_until(
-        lambda: inference_replica.replica.all_workers_serve(version),
-        timeout=30,
-        what="every worker serving the model",
+        lambda: replica.metric("tagloop_inference_model_reloads_total", trigger="startup") >= 2,
+        timeout=60,
+        what="both workers serving the model",
     )
     return inference_replica.replica.base_url
 
