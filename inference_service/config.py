@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from tagloop.domain.signing import KeySettings
 from tagloop.settings import CommonSettings, data_path, env_float, env_int, env_str
 from tagloop.web.forwarding import ProxyChain
 
@@ -28,6 +29,9 @@ class InferenceSettings:
     feedback_burst: int
     publish_timeout_seconds: float
     proxy: ProxyChain
+    keys: KeySettings
+    """The learner's public key(s): TAGLOOP_MODEL_PUBLIC_KEYS and/or _FILE. With neither, no
+    model is ever loaded (the replica stays not ready and says why)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> InferenceSettings:
@@ -45,4 +49,5 @@ class InferenceSettings:
                 env, "TAGLOOP_PUBLISH_TIMEOUT_SECONDS", 5.0, minimum=0.1, maximum=25.0
             ),
             proxy=ProxyChain.from_env(env, default_hops=1),
+            keys=KeySettings.from_env(env),
         )
