@@ -18,7 +18,12 @@ from learning_service.learner import Learner
 from learning_service.refit import Busy
 from tagloop.channels.registry import InvalidVersion, RegistryError, Untrusted, VersionNotFound
 from tagloop.web import httpmetrics
-from tagloop.web.api import ApiError, install_json_errors, install_security_headers
+from tagloop.web.api import (
+    ApiError,
+    install_json_errors,
+    install_security_headers,
+    refuse_redirects,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -61,6 +66,7 @@ def create_app(learner: Learner) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.sort_keys = False
     install_json_errors(app)
+    refuse_redirects(app)
     install_security_headers(app)
     httpmetrics.install(app)
     admin = _admin(learner.settings.admin_token)
