@@ -23,6 +23,7 @@ from tagloop.web.api import (
     install_json_errors,
     install_security_headers,
     keep_json_key_order,
+    refuse_redirects,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -66,6 +67,7 @@ def create_app(learner: Learner) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     keep_json_key_order(app)
     install_json_errors(app)
+    refuse_redirects(app)
     install_security_headers(app)
     httpmetrics.install(app)
     admin = _admin(learner.settings.admin_token)

@@ -25,6 +25,9 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cross-Origin-Resource-Policy": "same-origin",
 }
+# Sent only on answers that travelled over TLS (directly, or per a trusted proxy's
+# X-Forwarded-Proto): browsers then refuse plain HTTP to this host for a year.
+HSTS = ("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
 
 
 class ApiError(Exception):
@@ -103,13 +106,26 @@ def install_security_headers(app: Flask, csp: str = JSON_CSP) -> None:
     """Defensive headers on every response; a view may set its own CSP first."""
 
     defaults = [*SECURITY_HEADERS.items(), ("Content-Security-Policy", csp)]
+    over_tls = [*defaults, HSTS]
 
     @app.after_request
     def _headers(response: Response) -> Response:
         # One pass over the response's headers (this runs on every request).
         present = {name.lower() for name, _ in response.headers.items()}
-        response.headers.extend([(n, v) for n, v in defaults if n.lower() not in present])
+        wanted = over_tls if request.scheme == "https" else defaults
+        response.headers.extend([(n, v) for n, v in wanted if n.lower() not in present])
         return response
+
+
+def refuse_redirects(app: Flask) -> None:
+    """Route matching never answers a redirect (`//x` -> `/x`, `/x` -> `/x/`).
+
+    Werkzeug builds such redirects from the request's Host header, so any client
+    could have a service point a browser at another site; a path that is not
+    exactly a route is a 404 instead.
+    """
+    app.url_map.merge_slashes = False
+    app.url_map.strict_slashes = False
 
 
 def install_cors(app: Flask, origin: str, path_prefix: str = "/api/") -> None:

@@ -7,6 +7,7 @@ a socket that hangs up after reading the request.
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import threading
@@ -19,11 +20,12 @@ import pytest
 from flask.testing import FlaskClient
 
 from frontend.app import MAX_BODY_BYTES, STATIC_DIR, create_app
-from frontend.proxy import UpstreamPool
+from frontend.proxy import ROUTES, UpstreamError, UpstreamPool
 from frontend.settings import UISettings
 from frontend.tag_rules import tag_rules
 from tagloop.domain.tags import ALIASES, MAX_TAG_LENGTH
 from tagloop.settings import ConfigError
+from tagloop.web.forwarding import ProxyChain, parse_networks
 from tests.fixtures.pubsub import free_port
 
 TITLES = [f"title number {i}" for i in range(45)]
@@ -74,7 +76,7 @@ def test_settings_defaults_are_the_local_stack() -> None:
     settings = UISettings.from_env({})
     assert settings.upstreams == ("http://127.0.0.1:8001", "http://127.0.0.1:8002")
     assert settings.unlabeled_data == Path("data/unlabeled.tsv")
-    assert (settings.workers, settings.threads, settings.proxy_hops) == (2, 4, 0)
+    assert (settings.workers, settings.threads, settings.proxy.hops) == (2, 4, 0)
 
 
 def test_upstreams_are_normalised() -> None:
@@ -210,7 +212,7 @@ def test_health_and_metrics(upstreams: list[str]) -> None:
     client = client_for(upstreams)
     assert client.get("/healthz").status_code == 200
     assert client.get("/readyz").status_code == 200
-    client.get("/api/echo")
+    client.get("/api/tags")
     text = client.get("/metrics").get_data(as_text=True)
     assert (
         'tagloop_http_requests_total{endpoint="/api/<path:rest>",method="GET",status="200"}' in text
@@ -223,7 +225,7 @@ def test_health_and_metrics(upstreams: list[str]) -> None:
 
 def test_requests_alternate_between_upstreams(upstreams: list[str]) -> None:
     client = client_for(upstreams)
-    answered = [client.get("/api/echo").get_json()["upstream"] for _ in range(4)]
+    answered = [client.get("/api/tags").get_json()["upstream"] for _ in range(4)]
     assert sorted(answered) == ["a", "a", "b", "b"]
     assert answered[0] != answered[1]
 
@@ -231,7 +233,7 @@ def test_requests_alternate_between_upstreams(upstreams: list[str]) -> None:
 def test_request_is_forwarded_faithfully(upstreams: list[str]) -> None:
     client = client_for(upstreams[:1])
     response = client.post(
-        "/api/echo?x=1&y=%C3%A9",
+        "/api/predict?x=1&y=%C3%A9",
         data='{"title": "héllo"}',
         headers={
             "Content-Type": "application/json",
@@ -256,9 +258,9 @@ def test_request_is_forwarded_faithfully(upstreams: list[str]) -> None:
 
 
 def test_client_address_is_taken_from_trusted_proxies_only(upstreams: list[str]) -> None:
-    client = client_for(upstreams[:1], proxy_hops=1)
+    client = client_for(upstreams[:1], proxy=ProxyChain(1, 1, parse_networks("n", "10.0.0.0/8")))
     echoed = client.get(
-        "/api/echo",
+        "/api/tags",
         headers={"X-Forwarded-For": "6.6.6.6, 203.0.113.9"},
         environ_base={"REMOTE_ADDR": "10.0.0.2"},
     ).get_json()
@@ -278,7 +280,7 @@ def test_a_stopped_upstream_is_skipped(upstreams: list[str]) -> None:
     app = create_app(settings_for([dead, upstreams[0]]), TITLES, pool=pool)
     client = app.test_client()
     for _ in range(3):
-        response = client.post("/api/echo", data="x")
+        response = client.post("/api/predict", data="x")
         assert response.status_code == 200
         assert response.get_json()["upstream"] == "a"
     assert pool.order()[-1] == dead  # tried last while it is known to be down
@@ -294,29 +296,149 @@ def test_all_upstreams_down_is_a_503_json_error() -> None:
     assert "cannot be reached" in error["message"]
 
 
-def test_broken_connection_retries_reads_but_never_a_post(
-    upstreams: list[str], hang_up: str
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [("POST", "/api/feedback", 502), ("POST", "/api/predict", 200), ("GET", "/api/tags", 200)],
+)
+def test_broken_connection_repeats_reads_and_predictions_but_never_feedback(
+    upstreams: list[str], hang_up: str, method: str, path: str, status: int
 ) -> None:
-    pool = UpstreamPool([hang_up, upstreams[0]], timeout_seconds=5)
+    """Issue 11, reproduction 11: a prediction in flight on a dead replica is sent once more."""
+    pool = UpstreamPool([hang_up, upstreams[0]], timeout_seconds=5)  # first turn: hang_up
     client = create_app(settings_for([hang_up, upstreams[0]]), TITLES, pool=pool).test_client()
-    post = client.post("/api/echo", data="once")  # first turn: hang_up first
-    assert post.status_code == 502
-    assert error_of(post)["code"] == "upstream_failed"
-    pool.order()  # skip a turn, so that the next request starts at hang_up again
-    get = client.get("/api/echo")
-    assert get.status_code == 200
-    assert get.get_json()["upstream"] == "a"
+    response = client.open(path, method=method, data="{}", content_type="application/json")
+    assert response.status_code == status
+    if status == 502:
+        assert error_of(response)["code"] == "upstream_failed"
+    else:
+        assert response.get_json()["upstream"] == "a"
+
+
+def test_a_repeatable_request_is_sent_at_most_twice(hang_up: str) -> None:
+    attempts: list[str] = []
+    pool = UpstreamPool(
+        [hang_up, hang_up + "/x", hang_up + "/y"],
+        timeout_seconds=5,
+        on_attempt=lambda upstream, outcome: attempts.append(outcome),
+    )
+    with pytest.raises(UpstreamError) as failed:
+        pool.forward("POST", "/api/predict", b"{}", {}, {})
+    assert failed.value.status == 502
+    assert attempts == ["broken", "broken"]
 
 
 def test_slow_upstream_is_a_504(upstreams: list[str]) -> None:
-    response = client_for(upstreams[:1], upstream_timeout_seconds=0.3).get("/api/wait")
+    response = client_for(upstreams[:1], upstream_timeout_seconds=0.3).get("/api/model")
     assert response.status_code == 504
     assert error_of(response)["code"] == "upstream_timeout"
 
 
 def test_oversized_body_is_refused_before_forwarding(upstreams: list[str]) -> None:
     response = client_for(upstreams[:1]).post(
-        "/api/echo", data=b"x" * (MAX_BODY_BYTES + 1), content_type="application/json"
+        "/api/predict", data=b"x" * (MAX_BODY_BYTES + 1), content_type="application/json"
     )
     assert response.status_code == 413
     assert error_of(response)["code"] == "request_entity_too_large"
+
+
+# --- the edge: only the API's own routes, no redirects, HSTS over TLS ---------------------
+
+
+def test_proxied_routes_are_exactly_the_inference_api() -> None:
+    spec = json.loads(
+        (Path(__file__).parents[2] / "inference_service" / "openapi.json").read_text()
+    )
+    documented = {
+        path: {method.upper() for method in operations}
+        for path, operations in spec["paths"].items()
+        if path.startswith("/api/")
+    }
+    assert {path: set(methods) - {"HEAD"} for path, methods in ROUTES.items()} == documented
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/..%2fmetrics",
+        "/api/..%2Fmetrics",
+        "/api/%2e%2e/metrics",
+        "/api/../metrics",
+        "/api//model",
+        "/api/model/",
+        "/api/%6dodel",
+        "/api/echo",
+        "/api/tags/../model",
+    ],
+)
+def test_only_exact_api_routes_are_forwarded(upstreams: list[str], path: str) -> None:
+    """Issue 11, reproduction 8: nothing but the public API is reachable through the UI."""
+    response = client_for(upstreams[:1]).get(path, headers={"Host": "evil.example"})
+    assert response.status_code == 404, path
+    assert "Location" not in response.headers
+    assert error_of(response)["code"] == "not_found"
+
+
+def test_a_known_route_with_another_method_is_405(upstreams: list[str]) -> None:
+    response = client_for(upstreams[:1]).delete("/api/model")
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "GET, HEAD"
+
+
+def test_hsts_only_over_tls(upstreams: list[str]) -> None:
+    plain = client_for(upstreams[:1]).get("/")
+    assert "Strict-Transport-Security" not in plain.headers
+    direct = client_for(upstreams[:1]).get("/", base_url="https://ui.example")
+    assert direct.headers["Strict-Transport-Security"].startswith("max-age=31536000")
+    proxied = client_for(
+        upstreams[:1], proxy=ProxyChain(1, 1, parse_networks("n", "10.0.0.0/8"))
+    ).get(
+        "/api/tags",
+        headers={"X-Forwarded-Proto": "https"},
+        environ_base={"REMOTE_ADDR": "10.0.0.2"},
+    )
+    assert "max-age=31536000" in proxied.headers["Strict-Transport-Security"]
+    untrusted = client_for(
+        upstreams[:1], proxy=ProxyChain(1, 1, parse_networks("n", "10.0.0.0/8"))
+    ).get("/", headers={"X-Forwarded-Proto": "https"}, environ_base={"REMOTE_ADDR": "203.0.113.5"})
+    assert "Strict-Transport-Security" not in untrusted.headers
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded_for", "client"),
+    [
+        ("35.191.1.1", "198.51.100.7, 34.120.0.9", "198.51.100.7"),  # GCLB: "<client>, <lb>"
+        ("35.191.1.1", "6.6.6.6, 198.51.100.7, 34.120.0.9", "198.51.100.7"),  # spoof prepended
+        ("203.0.113.5", "6.6.6.6, 198.51.100.7, 34.120.0.9", "203.0.113.5"),  # untrusted peer
+    ],
+)
+def test_behind_googles_load_balancer_the_client_is_the_second_entry_from_the_right(
+    upstreams: list[str], peer: str, forwarded_for: str, client: str
+) -> None:
+    """Issue 14, item 2: one hop that appends two addresses (TAGLOOP_PROXY_FORWARDED_FOR_ENTRIES=2)."""
+    settings = UISettings.from_env(
+        {
+            "TAGLOOP_UI_UPSTREAMS": upstreams[0],
+            "TAGLOOP_PROXY_HOPS": "1",
+            "TAGLOOP_PROXY_FORWARDED_FOR_ENTRIES": "2",
+            "TAGLOOP_TRUSTED_PROXY_NETWORKS": "35.191.0.0/16, 130.211.0.0/22",
+        }
+    )
+    echoed = (
+        create_app(settings, TITLES)
+        .test_client()
+        .get(
+            "/api/tags",
+            headers={"X-Forwarded-For": forwarded_for, "X-Forwarded-Proto": "https"},
+            environ_base={"REMOTE_ADDR": peer},
+        )
+        .get_json()
+    )
+    assert echoed["headers"]["x-forwarded-for"] == client
+
+
+def test_bad_trusted_networks_name_the_variable() -> None:
+    with pytest.raises(ConfigError, match="TAGLOOP_TRUSTED_PROXY_NETWORKS"):
+        UISettings.from_env({"TAGLOOP_TRUSTED_PROXY_NETWORKS": "10.0.0.0/8, nonsense"})
+
+
+# --- under gunicorn, as `tagloop serve ui` ----------------------------------------------
