@@ -64,7 +64,8 @@ def test_the_stack_state_survives_a_round_trip(tmp_path: Path) -> None:
     stack.variables["TAGLOOP_UI_PORT"] = "18080"
     stack.save(tmp_path / "compose.json")
     loaded = ComposeStack.load(tmp_path / "compose.json")
-    assert loaded == stack
-    assert loaded is not None and loaded.local and loaded.port("TAGLOOP_UI_PORT") == 18080
+    assert loaded is not None and loaded == stack
+    assert loaded.local
+    assert loaded.port("TAGLOOP_UI_PORT") == 18080
     assert loaded.port("TAGLOOP_LEARNER_PORT") == PORT_VARIABLES["TAGLOOP_LEARNER_PORT"]
     assert ComposeStack.load(tmp_path / "missing.json") is None
