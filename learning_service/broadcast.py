@@ -11,8 +11,9 @@ import logging
 import threading
 
 from learning_service.metrics import LearnerMetrics
-from learning_service.retry import ADMIN_TIMEOUT, Stopped, retry
+from learning_service.retry import ADMIN_TIMEOUT, Blocked, Stopped, retry
 from tagloop.channels.bus import Bus
+from tagloop.channels.provisioning import Provisioner, guarded
 from tagloop.domain.messages import ModelUpdate
 
 log = logging.getLogger(__name__)
@@ -21,9 +22,19 @@ PUBLISH_TIMEOUT = 10.0
 
 
 class Broadcaster(threading.Thread):
-    def __init__(self, bus: Bus, topic: str, stop: threading.Event, metrics: LearnerMetrics):
+    def __init__(
+        self,
+        bus: Bus,
+        topic: str,
+        stop: threading.Event,
+        metrics: LearnerMetrics,
+        provisioner: Provisioner | None = None,
+        blocked: Blocked | None = None,
+    ):
         super().__init__(name="broadcaster", daemon=True)
         self.bus = bus
+        self.provisioner = provisioner or Provisioner(bus, provision=True)
+        self.blocked = blocked or Blocked()
         self.topic = topic
         self.stop = stop
         self.metrics = metrics
@@ -48,11 +59,12 @@ class Broadcaster(threading.Thread):
 
     def run(self) -> None:
         try:
-            retry(
+            path = retry(
                 "pubsub.ensure_topic",
-                lambda: self.bus.ensure_topic(self.topic, timeout=ADMIN_TIMEOUT),
+                lambda: self.provisioner.topic(self.topic, ADMIN_TIMEOUT),
                 self.stop,
                 self.metrics.retries,
+                self.blocked,
             )
             while True:
                 with self._wake:
@@ -63,9 +75,14 @@ class Broadcaster(threading.Thread):
                     return
                 retry(
                     "pubsub.publish_model_update",
-                    lambda update=update: self.bus.publish(self.topic, update, PUBLISH_TIMEOUT),
+                    lambda update=update: guarded(
+                        "publish",
+                        path,
+                        lambda: self.bus.publish(self.topic, update, PUBLISH_TIMEOUT),
+                    ),
                     self.stop,
                     self.metrics.retries,
+                    self.blocked,
                 )
                 log.info(
                     "announced model version %s", update.version, extra={"version": update.version}

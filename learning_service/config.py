@@ -32,6 +32,11 @@ class LearnerSettings:
     new_tag_min_support: int
     promotion_tolerance: float
     admin_token: str | None
+    # Alert TagloopModelStale fires when no model was promoted for this long
+    # while feedback flows (exported as tagloop_model_stale_alert_seconds).
+    model_stale_alert_seconds: float = 3600.0
+    # Copy feedback.csv to the bucket this often (0: never; the cloud sets it).
+    backup_interval_seconds: float = 0.0
 
     @property
     def feedback_csv(self) -> Path:
@@ -62,4 +67,8 @@ class LearnerSettings:
                 env, "TAGLOOP_PROMOTION_TOLERANCE", 0.01, minimum=0.0, maximum=1.0
             ),
             admin_token=token,
+            model_stale_alert_seconds=env_float(
+                env, "TAGLOOP_MODEL_STALE_ALERT_SECONDS", 3600.0, minimum=60.0
+            ),
+            backup_interval_seconds=env_float(env, "TAGLOOP_BACKUP_INTERVAL_SECONDS", 0.0),
         )
