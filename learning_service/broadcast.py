@@ -7,6 +7,7 @@ newer update replaces an older pending one instead of queueing behind it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 
@@ -57,6 +58,11 @@ class Broadcaster(threading.Thread):
         with self._wake:
             self._wake.notify()
 
+    def _publish(self, path: str, update: ModelUpdate) -> str:
+        return guarded(
+            "publish", path, lambda: self.bus.publish(self.topic, update, PUBLISH_TIMEOUT)
+        )
+
     def run(self) -> None:
         try:
             path = retry(
@@ -75,11 +81,7 @@ class Broadcaster(threading.Thread):
                     return
                 retry(
                     "pubsub.publish_model_update",
-                    lambda update=update: guarded(
-                        "publish",
-                        path,
-                        lambda: self.bus.publish(self.topic, update, PUBLISH_TIMEOUT),
-                    ),
+                    functools.partial(self._publish, path, update),
                     self.stop,
                     self.metrics.retries,
                     self.blocked,

@@ -38,7 +38,7 @@ def _field(request: Any, dotted: str) -> str:
     return str(value)
 
 
-class DenyAdmin(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class DenyAdmin(grpc.aio.ServerInterceptor):
     """PERMISSION_DENIED for admin RPCs, except on subscriptions with an allowed id prefix."""
 
     def __init__(self, allowed_subscription_prefixes: Sequence[str] = ()) -> None:
@@ -51,17 +51,19 @@ class DenyAdmin(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
         details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(details)
         field = ADMIN_METHODS.get(details.method)
         if handler is None or field is None or handler.unary_unary is None:
             return handler
-        inner = handler.unary_unary
+        inner: Any = handler.unary_unary  # the service's async handler
         method = details.method
 
-        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             resource = _field(request, field)
             if not self.permitted(method, resource):
                 await context.abort(
