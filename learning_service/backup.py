@@ -88,7 +88,7 @@ def restore(registry: Registry, data_dir: Path, force: bool = False, version_id:
     `version_id` picks an older copy (the bucket keeps noncurrent versions).
     """
     target = data_dir / FEEDBACK_NAME
-    if target.exists() and not force and target.stat().st_size > len(HEADER):
+    if target.exists() and not force and target.read_bytes() not in (b"", HEADER):
         raise RestoreError(f"{target} already holds feedback; pass --force to replace it")
     data_dir.mkdir(parents=True, exist_ok=True)
     options = {"VersionId": version_id} if version_id else {}
