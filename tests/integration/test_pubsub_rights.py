@@ -24,8 +24,10 @@ from tagloop.channels.provisioning import (
 )
 from tagloop.domain.messages import Feedback
 from tagloop_dev.emulator.launcher import EmulatorProcess
+from tests.fixtures.inference import ModelPublisher, replica_env, start_replica
 from tests.fixtures.learning import LearnerStack
 from tests.fixtures.pubsub import unique_project
+from tests.fixtures.s3 import S3Server, unique_bucket
 from tests.fixtures.wait import wait_until
 
 DENY = ("--deny-admin", "--allow-subscription-prefix", INFERENCE_SUBSCRIPTION_PREFIX)
@@ -173,5 +175,45 @@ def test_inference_may_create_only_its_own_subscriptions(cloud: Cloud) -> None:
         with pytest.raises(PubSubFailure) as missing:
             provisioner.own_subscription("no-such-topic", own, 86400, 10)
         assert missing.value.permanent and str(missing.value).startswith("not found")
+    finally:
+        bus.close()
+
+
+def test_an_inference_replica_without_admin_rights_hears_broadcasts_on_its_own_subscription(
+    cloud: Cloud, s3_server: S3Server, model_bundle: Path, tmp_path: Path
+) -> None:
+    cloud.apply({"learner": "tag-feedback"})
+    assert cloud.emulator is not None
+    bucket = unique_bucket("rights")
+    registry = s3_server.registry(bucket)
+    registry.ensure_bucket()
+    bus = Bus(cloud.project)
+    publisher = ModelPublisher(registry, bus, "model-updates", model_bundle)
+    first = publisher.publish(broadcast=False)
+    env = replica_env(
+        emulator_host=cloud.emulator.host,
+        project=cloud.project,
+        s3=s3_server,
+        bucket=bucket,
+        cache_dir=tmp_path / "cache",
+        TAGLOOP_PUBSUB_PROVISION="false",
+        TAGLOOP_WORKERS="1",
+        TAGLOOP_RECONCILE_SECONDS="600",  # only a broadcast can switch it in time
+    )
+    try:
+        with start_replica(env) as replica:
+            assert replica.served_version() == first
+            assert "model_updates" not in replica.get("/readyz").json()
+
+            def subscribed() -> list[str]:
+                listed = bus.subscriber.list_subscriptions(project=f"projects/{cloud.project}")
+                return [s.name for s in listed if "/subscriptions/inference-" in s.name]
+
+            wait_until(subscribed, timeout=30, what="the replica's own subscription")
+            second = publisher.publish()
+            wait_until(lambda: replica.served_version() == second, timeout=30, what="the broadcast")
+            assert "PERMISSION_DENIED" not in replica.output()
+            assert replica.stop() == 0
+        assert subscribed() == []  # deleted at shutdown: its own, so allowed
     finally:
         bus.close()
