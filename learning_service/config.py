@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from tagloop.domain.signing import SIGNING_KEY_VAR, KeySettings, Signer
 from tagloop.settings import (
     CommonSettings,
     ConfigError,
@@ -32,11 +33,25 @@ class LearnerSettings:
     new_tag_min_support: int
     promotion_tolerance: float
     admin_token: str | None
+    keys: KeySettings
+    """TAGLOOP_MODEL_SIGNING_KEY_FILE, the key models and current.json are signed with (required
+    by `Learner.from_settings`), and keys trusted besides its own (TAGLOOP_MODEL_PUBLIC_KEYS /
+    _FILE): the previous key while the signing key rotates."""
     # Alert TagloopModelStale fires when no model was promoted for this long
     # while feedback flows (exported as tagloop_model_stale_alert_seconds).
     model_stale_alert_seconds: float = 3600.0
     # Copy feedback.csv to the bucket this often (0: never; the cloud sets it).
     backup_interval_seconds: float = 0.0
+
+    def require_signer(self) -> Signer:
+        signer = self.keys.signer()
+        if signer is None:
+            raise ConfigError(
+                f"{SIGNING_KEY_VAR} is not set: the learner signs every model and the "
+                "current pointer, and replicas serve nothing unsigned; create a key with "
+                "`tagloop keygen <path>` (the local stack makes one in its var directory)"
+            )
+        return signer
 
     @property
     def feedback_csv(self) -> Path:
@@ -67,6 +82,7 @@ class LearnerSettings:
                 env, "TAGLOOP_PROMOTION_TOLERANCE", 0.01, minimum=0.0, maximum=1.0
             ),
             admin_token=token,
+            keys=KeySettings.from_env(env),
             model_stale_alert_seconds=env_float(
                 env, "TAGLOOP_MODEL_STALE_ALERT_SECONDS", 3600.0, minimum=60.0
             ),
