@@ -17,6 +17,7 @@ from tests.fixtures.learning import LearnerStack
 from tests.fixtures.wait import wait_until
 
 ROWS = 5
+STARTUP_SECONDS = 180  # the bootstrap fit on a machine shared with other work
 
 
 def restore(stack: LearnerStack, data_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -29,7 +30,9 @@ def test_feedback_is_backed_up_and_restored_into_a_new_data_directory(
     learner_stack: LearnerStack, tmp_path: Path
 ) -> None:
     learner_stack.subscribe_learner()
-    learner = learner_stack.learner(TAGLOOP_BACKUP_INTERVAL_SECONDS="1").start()
+    learner = learner_stack.learner(TAGLOOP_BACKUP_INTERVAL_SECONDS="1").start(
+        timeout=STARTUP_SECONDS
+    )
     for index in range(ROWS):
         learner_stack.bus.publish(
             learner_stack.feedback_topic,
@@ -61,7 +64,7 @@ def test_feedback_is_backed_up_and_restored_into_a_new_data_directory(
     assert (fresh / "feedback.csv").read_bytes() == copy
     assert sorted(p.name for p in fresh.iterdir()) == ["feedback.csv"]
 
-    again = learner_stack.learner(TAGLOOP_DATA_DIR=str(fresh)).start()
+    again = learner_stack.learner(TAGLOOP_DATA_DIR=str(fresh)).start(timeout=STARTUP_SECONDS)
     assert again.get("/api/status")["corpus"]["feedback_rows"] == ROWS
 
 

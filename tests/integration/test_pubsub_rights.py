@@ -25,6 +25,7 @@ from tagloop.channels.provisioning import (
 from tagloop.domain.messages import Feedback
 from tagloop_dev.emulator.launcher import EmulatorProcess
 from tests.fixtures.inference import ModelPublisher, replica_env, start_replica
+from tests.fixtures.keys import model_signer
 from tests.fixtures.learning import LearnerStack
 from tests.fixtures.pubsub import unique_project
 from tests.fixtures.s3 import S3Server, unique_bucket
@@ -32,6 +33,7 @@ from tests.fixtures.wait import wait_until
 
 DENY = ("--deny-admin", "--allow-subscription-prefix", INFERENCE_SUBSCRIPTION_PREFIX)
 BLOCKED_LINE = "cannot proceed until this is fixed"
+STARTUP_SECONDS = 180  # the bootstrap fit on a machine shared with other work
 
 
 class Cloud:
@@ -88,7 +90,7 @@ def test_learner_without_admin_rights_becomes_ready_on_precreated_resources(
     learner_stack: LearnerStack, cloud: Cloud
 ) -> None:
     cloud.apply({"learner": "tag-feedback"})
-    learner = cloud_learner(learner_stack, cloud, "false").learner().start()
+    learner = cloud_learner(learner_stack, cloud, "false").learner().start(timeout=STARTUP_SECONDS)
     status, body = readyz(learner.url)
     assert status == 200 and body["reasons"] == {}
 
@@ -109,7 +111,11 @@ def test_a_missing_subscription_is_reported_once_on_readyz_without_a_retry_storm
     learner_stack: LearnerStack, cloud: Cloud
 ) -> None:
     cloud.apply({})  # Terraform forgot the learner's subscription
-    learner = cloud_learner(learner_stack, cloud, "false").learner().start(ready=False)
+    learner = (
+        cloud_learner(learner_stack, cloud, "false")
+        .learner()
+        .start(ready=False, timeout=STARTUP_SECONDS)
+    )
 
     def reported() -> dict[str, object] | None:
         status, body = readyz(learner.url)
@@ -146,7 +152,11 @@ def test_a_learner_that_still_provisions_names_the_missing_permission(
     learner_stack: LearnerStack, cloud: Cloud
 ) -> None:
     cloud.apply({"learner": "tag-feedback"})
-    learner = cloud_learner(learner_stack, cloud, "true").learner().start(ready=False)
+    learner = (
+        cloud_learner(learner_stack, cloud, "true")
+        .learner()
+        .start(ready=False, timeout=STARTUP_SECONDS)
+    )
     body = wait_until(
         lambda: readyz(learner.url)[1]["reasons"] or None, timeout=60, what="a reason"
     )
@@ -185,7 +195,7 @@ def test_an_inference_replica_without_admin_rights_hears_broadcasts_on_its_own_s
     cloud.apply({"learner": "tag-feedback"})
     assert cloud.emulator is not None
     bucket = unique_bucket("rights")
-    registry = s3_server.registry(bucket)
+    registry = s3_server.registry(bucket, signer=model_signer())
     registry.ensure_bucket()
     bus = Bus(cloud.project)
     publisher = ModelPublisher(registry, bus, "model-updates", model_bundle)
@@ -201,7 +211,7 @@ def test_an_inference_replica_without_admin_rights_hears_broadcasts_on_its_own_s
         TAGLOOP_RECONCILE_SECONDS="600",  # only a broadcast can switch it in time
     )
     try:
-        with start_replica(env) as replica:
+        with start_replica(env, timeout=STARTUP_SECONDS) as replica:
             assert replica.served_version() == first
             assert "model_updates" not in replica.get("/readyz").json()
 
