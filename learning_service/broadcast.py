@@ -7,9 +7,9 @@ newer update replaces an older pending one instead of queueing behind it.
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
+from functools import partial
 
 from learning_service.metrics import LearnerMetrics
 from learning_service.retry import ADMIN_TIMEOUT, Blocked, Stopped, retry
@@ -81,7 +81,7 @@ class Broadcaster(threading.Thread):
                     return
                 retry(
                     "pubsub.publish_model_update",
-                    functools.partial(self._publish, path, update),
+                    partial(self._publish, path, update),
                     self.stop,
                     self.metrics.retries,
                     self.blocked,

@@ -48,7 +48,7 @@ def _check_timestamp(value: Any, name: str) -> str:
     return value
 
 
-def validate_title(title: Any) -> str:
+def validate_title(title: object) -> str:
     """Trim and bound a question title; shared by the HTTP API and the learner."""
     if not isinstance(title, str):
         raise InvalidMessage("wrong_type", "title must be a string")
