@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -24,11 +25,12 @@ from tagloop.channels.provisioning import (
 )
 from tagloop.domain.messages import Feedback
 from tagloop_dev.emulator.launcher import EmulatorProcess
+from tagloop_dev.s3server import S3Server
 from tests.fixtures.inference import ModelPublisher, replica_env, start_replica
 from tests.fixtures.keys import model_signer
 from tests.fixtures.learning import LearnerStack
 from tests.fixtures.pubsub import unique_project
-from tests.fixtures.s3 import S3Server, unique_bucket
+from tests.fixtures.s3 import unique_bucket
 from tests.fixtures.wait import wait_until
 
 DENY = ("--deny-admin", "--allow-subscription-prefix", INFERENCE_SUBSCRIPTION_PREFIX)
@@ -81,7 +83,7 @@ def cloud_learner(learner_stack: LearnerStack, cloud: Cloud, provision: str) -> 
     return learner_stack
 
 
-def readyz(url: str) -> tuple[int, dict[str, object]]:
+def readyz(url: str) -> tuple[int, dict[str, Any]]:
     answer = requests.get(f"{url}/readyz", timeout=5)
     return answer.status_code, answer.json()
 
@@ -157,10 +159,10 @@ def test_a_learner_that_still_provisions_names_the_missing_permission(
         .learner()
         .start(ready=False, timeout=STARTUP_SECONDS)
     )
-    body = wait_until(
-        lambda: readyz(learner.url)[1]["reasons"] or None, timeout=60, what="a reason"
+    reasons: dict[str, str] = wait_until(
+        lambda: readyz(learner.url)[1]["reasons"], timeout=60, what="a reason"
     )
-    reason = body["pubsub.ensure_subscription"]
+    reason = reasons["pubsub.ensure_subscription"]
     assert reason.startswith("permission denied: create topic")
     assert "pubsub.topics.create" in reason and f"projects/{cloud.project}/topics/" in reason
 
