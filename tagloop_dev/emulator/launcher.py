@@ -29,9 +29,12 @@ class EmulatorProcess:
 
     name = "pubsub emulator"
 
-    def __init__(self, port: int | None = None, data_dir: Path | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, data_dir: Path | None = None, short_durations: bool = False
+    ) -> None:
         self.port = port or free_port()
         self.data_dir = data_dir
+        self.short_durations = short_durations  # --short-durations (the project's emulator only)
         self.process: subprocess.Popen[bytes] | None = None
         self._log = tempfile.NamedTemporaryFile(prefix="pubsub-emulator-", suffix=".log")  # noqa: SIM115
 
@@ -50,6 +53,8 @@ class EmulatorProcess:
         command += ["--port", str(self.port)]
         if self.data_dir is not None:
             command += ["--data-dir", str(self.data_dir)]
+        if self.short_durations:
+            command.append("--short-durations")
         return command
 
     def start(self, timeout: float = 30.0) -> EmulatorProcess:

@@ -15,4 +15,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         type=Path,
         help="keep topics, subscriptions and unacknowledged messages here across restarts",
     )
+    parser.add_argument(
+        "--short-durations",
+        action="store_true",
+        help="for tests only: accept expiration TTLs under a day and message retention under "
+        "10 minutes (Pub/Sub refuses both, and so does the emulator without this flag)",
+    )
     return parser
