@@ -3,6 +3,7 @@
 pytest_plugins = [
     "tests.fixtures.model",
     "tests.fixtures.pubsub",
+    "tests.fixtures.conformance",
     "tests.fixtures.infra",
     "tests.fixtures.s3",
     "tests.fixtures.inference",
