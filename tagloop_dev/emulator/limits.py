@@ -166,9 +166,10 @@ def dead_letter(pb: Subscription, topic_exists: bool) -> DeadLetter | None:
     policy = pb.dead_letter_policy
     attempts = policy.max_delivery_attempts or DEFAULT_DELIVERY_ATTEMPTS
     if not MIN_DELIVERY_ATTEMPTS <= attempts <= MAX_DELIVERY_ATTEMPTS:
-        raise invalid(
+        raise BrokerError(  # OUT_OF_RANGE, as the official emulator answers
+            grpc.StatusCode.OUT_OF_RANGE,
             f"max_delivery_attempts must be between {MIN_DELIVERY_ATTEMPTS} and "
-            f"{MAX_DELIVERY_ATTEMPTS}, not {attempts}"
+            f"{MAX_DELIVERY_ATTEMPTS}, not {attempts}",
         )
     check_name(policy.dead_letter_topic, "topic")
     if not topic_exists:
@@ -188,8 +189,12 @@ def backoff(pb: Subscription) -> Backoff | None:
     high = seconds(policy.maximum_backoff) if policy.HasField("maximum_backoff") else None
     low = DEFAULT_MIN_BACKOFF if low is None else low
     high = DEFAULT_MAX_BACKOFF if high is None else high
-    if not 0 <= low <= MAX_BACKOFF_SECONDS or not 0 <= high <= MAX_BACKOFF_SECONDS:
-        raise invalid(f"retry_policy backoffs must be between 0 and {MAX_BACKOFF_SECONDS}s")
+    for field, value in (("minimum_backoff", low), ("maximum_backoff", high)):
+        if not 0 <= value <= MAX_BACKOFF_SECONDS:
+            raise invalid(
+                f"The value for {field} is out of bounds: {value}s is not between 0s "
+                f"and {MAX_BACKOFF_SECONDS}s."
+            )
     if low > high:
         raise invalid("retry_policy.minimum_backoff must not exceed maximum_backoff")
     return Backoff(low, high)
