@@ -46,6 +46,7 @@ from tagloop_dev.emulator.limits import (
     MAX_VALUE_BYTES,
     BrokerError,
     Limits,
+    Pb,
     check_ack_deadline,
     check_name,
     invalid,
@@ -202,7 +203,7 @@ class Broker:
         except KeyError:
             raise not_found(name) from None
 
-    async def create_topic(self, request: Topic) -> Topic:
+    async def create_topic(self, request: Pb) -> Pb:
         name = check_name(request.name, "topic")
         if name in self.topics:
             raise already_exists(name)
@@ -215,14 +216,14 @@ class Broker:
         log.info("created topic %s", name)
         return topic
 
-    def _persist_topic(self, topic: Topic) -> None:
+    def _persist_topic(self, topic: Pb) -> None:
         if self.store is not None:
             self.store.put_topic(topic.name, topic.SerializeToString())
 
-    def get_topic(self, name: str) -> Topic:
+    def get_topic(self, name: str) -> Pb:
         return self._topic(name).pb
 
-    async def update_topic(self, request: types.UpdateTopicRequest) -> Topic:
+    async def update_topic(self, request: types.UpdateTopicRequest) -> Pb:
         """Labels and message retention, the topic fields clients change."""
         topic = self._topic(request.topic.name)
         paths = list(request.update_mask.paths)
@@ -248,7 +249,7 @@ class Broker:
         await self._commit()
         log.info("deleted topic %s", name)
 
-    def list_topics(self, project: str) -> list[Topic]:
+    def list_topics(self, project: str) -> list[Pb]:
         prefix = check_name(project, "project") + "/topics/"
         return [t.pb for n, t in sorted(self.topics.items()) if n.startswith(prefix)]
 
@@ -258,7 +259,7 @@ class Broker:
     def topic_snapshots(self, name: str) -> list[str]:
         return sorted(self._topic(name).snapshots)
 
-    async def publish(self, topic_name: str, messages: list[PubsubMessage]) -> list[str]:
+    async def publish(self, topic_name: str, messages: list[Pb]) -> list[str]:
         """Stamp ids and publish time, fan out to the topic's current subscriptions."""
         topic = self._topic(topic_name)
         if not messages:
@@ -269,7 +270,7 @@ class Broker:
         return ids
 
     @staticmethod
-    def _check_message(message: PubsubMessage) -> int:
+    def _check_message(message: Pb) -> int:
         """The message's size, once it passed the service's per-message limits."""
         if not message.data and not message.attributes:
             raise invalid("Each message must have data or at least one attribute.")
@@ -285,9 +286,7 @@ class Broker:
         limits.check_message_size(size)
         return size
 
-    def _fan_out(
-        self, topic: TopicState, messages: list[PubsubMessage], sizes: list[int]
-    ) -> list[str]:
+    def _fan_out(self, topic: TopicState, messages: list[Pb], sizes: list[int]) -> list[str]:
         """Publish without waiting for durability (the caller commits)."""
         seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
         first = self._next_id
@@ -303,7 +302,7 @@ class Broker:
             stamp.nanos = nanos
             stored.append(Stored(message, size, len(unfiltered)))
         pairs = list(zip(seqs, stored, strict=True))
-        holds: list[tuple[str, int]] = []
+        deliveries: list[tuple[str, int]] = []  # (subscription, seq), for the store
         for sub in topic.subscriptions.values():
             predicate = sub.policies.predicate
             chosen = pairs
@@ -315,18 +314,19 @@ class Broker:
                 sub.pending.update(chosen)
                 sub.ready.extend(seq for seq, _ in chosen)
                 sub.notify()
-                holds.extend((sub.name, seq) for seq, _ in chosen)
+                if self.store is not None:
+                    deliveries.extend((sub.name, seq) for seq, _ in chosen)
         for snap in topic.snapshots.values():
             snap.pending.update(pairs)
         if topic.pb.HasField("message_retention_duration"):
             topic.log.update(pairs)
         if self.store is not None:
             self.store.set_next_id(self._next_id)
-            if holds:
+            if deliveries:
                 self.store.add_messages(
                     [(seq, s.message.SerializeToString()) for seq, s in pairs if s.refs]
                 )
-                self.store.add_pending(holds)
+                self.store.add_pending(deliveries)
         return ids
 
     # -- subscriptions -----------------------------------------------------
@@ -346,7 +346,7 @@ class Broker:
             )
         return sub
 
-    def _policies(self, pb: Subscription, check: bool = True) -> Policies:
+    def _policies(self, pb: Pb, check: bool = True) -> Policies:
         """Validate a subscription config (unless restoring) and derive its delivery rules."""
         if check:
             check_ack_deadline(pb.ack_deadline_seconds)
@@ -362,7 +362,7 @@ class Broker:
             backoff=limits.backoff(pb),
         )
 
-    async def create_subscription(self, request: Subscription) -> Subscription:
+    async def create_subscription(self, request: Pb) -> Pb:
         name = check_name(request.name, "subscription")
         topic = self._topic(request.topic)
         if name in self.subscriptions:
@@ -389,10 +389,10 @@ class Broker:
         log.info("created subscription %s on %s", name, request.topic)
         return pb
 
-    def get_subscription(self, name: str) -> Subscription:
+    def get_subscription(self, name: str) -> Pb:
         return self._subscription(name).pb
 
-    async def update_subscription(self, request: types.UpdateSubscriptionRequest) -> Subscription:
+    async def update_subscription(self, request: types.UpdateSubscriptionRequest) -> Pb:
         """Apply the fields named in `update_mask` (the ones the service lets change)."""
         sub = self._subscription(request.subscription.name)
         paths = list(request.update_mask.paths)
@@ -410,7 +410,7 @@ class Broker:
         await self._commit()
         return updated
 
-    def list_subscriptions(self, project: str) -> list[Subscription]:
+    def list_subscriptions(self, project: str) -> list[Pb]:
         prefix = check_name(project, "project") + "/subscriptions/"
         return [s.pb for n, s in sorted(self.subscriptions.items()) if n.startswith(prefix)]
 
@@ -472,7 +472,7 @@ class Broker:
         except KeyError:
             raise not_found(name) from None
 
-    def create_snapshot(self, name: str, subscription: str, labels: dict[str, str]) -> SnapshotPb:
+    def create_snapshot(self, name: str, subscription: str, labels: dict[str, str]) -> Pb:
         """Capture the subscription's unacked messages; it gathers the topic's later ones too."""
         check_name(name, "snapshot")
         sub = self._attached(subscription)
@@ -491,14 +491,14 @@ class Broker:
         log.info("created snapshot %s of %s", name, subscription)
         return pb
 
-    def get_snapshot(self, name: str) -> SnapshotPb:
+    def get_snapshot(self, name: str) -> Pb:
         return self._snapshot(name).pb
 
-    def list_snapshots(self, project: str) -> list[SnapshotPb]:
+    def list_snapshots(self, project: str) -> list[Pb]:
         prefix = check_name(project, "project") + "/snapshots/"
         return [s.pb for n, s in sorted(self.snapshots.items()) if n.startswith(prefix)]
 
-    def update_snapshot(self, request: types.UpdateSnapshotRequest) -> SnapshotPb:
+    def update_snapshot(self, request: types.UpdateSnapshotRequest) -> Pb:
         snap = self._snapshot(request.snapshot.name)
         paths = list(request.update_mask.paths)
         snap.pb = _merge(request.snapshot, snap.pb, paths, frozenset({"labels"}))

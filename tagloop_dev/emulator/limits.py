@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any, TypeAlias
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
-from google.pubsub_v1 import types
 
 from tagloop_dev.emulator.filters import FilterError, Predicate, compile_filter
 
-Topic = types.Topic.pb()
-Subscription = types.Subscription.pb()
+# google.pubsub_v1 builds its protobuf classes at runtime and ships no type stubs
+# for them: `Pb` annotates a raw protobuf message (Topic, Subscription, ...).
+Pb: TypeAlias = Any
 
 DAY = 24 * 3600
 MAX_MESSAGE_BYTES = 10 * 1024 * 1024
@@ -73,10 +74,10 @@ def check_name(name: str, kind: str) -> str:
 
 
 def seconds(duration: Duration) -> float:
-    return duration.seconds + duration.nanos / 1e9
+    return float(duration.seconds + duration.nanos / 1e9)
 
 
-def ttl(pb: Subscription) -> float | None:
+def ttl(pb: Pb) -> float | None:
     """The subscription's expiration TTL in seconds; None: it never expires."""
     if not pb.HasField("expiration_policy") or not pb.expiration_policy.HasField("ttl"):
         return None
@@ -108,7 +109,7 @@ class Backoff:
 
     def delay(self, attempt: int) -> float:
         """Exponential: the minimum after the first failed attempt, doubling up to the maximum."""
-        return min(self.maximum, self.minimum * 2 ** min(attempt - 1, 30))
+        return min(self.maximum, self.minimum * 2.0 ** min(attempt - 1, 30))
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ class Limits:
         if value <= 0 or value < low or value > maximum:
             raise invalid(f"{what} must be between {low}s and {maximum}s, not {value}s")
 
-    def check_expiration(self, pb: Subscription) -> float | None:
+    def check_expiration(self, pb: Pb) -> float | None:
         """The subscription's TTL in seconds, None when it never expires."""
         value = ttl(pb)
         if value is not None and (
@@ -132,7 +133,7 @@ class Limits:
             raise invalid(f"expiration_policy.ttl must be at least {MIN_EXPIRATION}s (or unset)")
         return value
 
-    def check_topic(self, pb: Topic) -> None:
+    def check_topic(self, pb: Pb) -> None:
         if pb.HasField("message_retention_duration"):
             self.check_retention(
                 pb.message_retention_duration, MAX_TOPIC_RETENTION, "topic message retention"
@@ -147,7 +148,7 @@ class Limits:
             raise unimplemented("Single message transforms (message_transforms)")
 
 
-def check_subscription_features(pb: Subscription) -> None:
+def check_subscription_features(pb: Pb) -> None:
     """Refuse, by name, what this emulator would otherwise silently ignore."""
     if pb.push_config.push_endpoint:
         raise unimplemented("Push delivery (push_config)")
@@ -159,7 +160,7 @@ def check_subscription_features(pb: Subscription) -> None:
         raise unimplemented("Single message transforms (message_transforms)")
 
 
-def dead_letter(pb: Subscription, topic_exists: bool) -> DeadLetter | None:
+def dead_letter(pb: Pb, topic_exists: bool) -> DeadLetter | None:
     """The validated dead-letter policy (0 attempts means the default of 5)."""
     if not pb.HasField("dead_letter_policy") or not pb.dead_letter_policy.dead_letter_topic:
         return None
@@ -180,7 +181,7 @@ def dead_letter(pb: Subscription, topic_exists: bool) -> DeadLetter | None:
     return DeadLetter(policy.dead_letter_topic, attempts)
 
 
-def backoff(pb: Subscription) -> Backoff | None:
+def backoff(pb: Pb) -> Backoff | None:
     """The validated retry policy; None: redeliver at once (the service's default)."""
     if not pb.HasField("retry_policy"):
         return None
@@ -200,7 +201,7 @@ def backoff(pb: Subscription) -> Backoff | None:
     return Backoff(low, high)
 
 
-def subscription_filter(pb: Subscription) -> Predicate | None:
+def subscription_filter(pb: Pb) -> Predicate | None:
     try:
         return compile_filter(pb.filter)
     except FilterError as error:

@@ -11,16 +11,17 @@ import asyncio
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 from google.pubsub_v1 import types
 
 from tagloop_dev.emulator.filters import Predicate
-from tagloop_dev.emulator.limits import Backoff, BrokerError, DeadLetter, seconds
+from tagloop_dev.emulator.limits import Backoff, BrokerError, DeadLetter, Pb, seconds
 
-PubsubMessage = types.PubsubMessage.pb()
-Topic = types.Topic.pb()
-Subscription = types.Subscription.pb()
-SnapshotPb = types.Snapshot.pb()
+PubsubMessage: Any = types.PubsubMessage.pb()
+Topic: Any = types.Topic.pb()
+Subscription: Any = types.Subscription.pb()
+SnapshotPb: Any = types.Snapshot.pb()
 
 MAX_BATCH_MESSAGES = 1000  # per Pull / StreamingPull response
 MAX_BATCH_BYTES = 4 * 1024 * 1024
@@ -31,7 +32,7 @@ class Stored:
 
     __slots__ = ("message", "refs", "size")
 
-    def __init__(self, message: PubsubMessage, size: int, refs: int) -> None:
+    def __init__(self, message: Pb, size: int, refs: int) -> None:
         self.message = message
         self.size = size
         self.refs = refs  # subscriptions that still hold it unacknowledged (persisted holds)
@@ -120,7 +121,7 @@ class Sub:
         "streams",
     )
 
-    def __init__(self, pb: Subscription, policies: Policies) -> None:
+    def __init__(self, pb: Pb, policies: Policies) -> None:
         self.name = pb.name
         self.pb = pb
         self.policies = policies
@@ -138,15 +139,15 @@ class Sub:
 
     @property
     def ack_deadline(self) -> int:
-        return self.pb.ack_deadline_seconds
+        return int(self.pb.ack_deadline_seconds)
 
     @property
     def ordered(self) -> bool:
-        return self.pb.enable_message_ordering
+        return bool(self.pb.enable_message_ordering)
 
     @property
     def exactly_once(self) -> bool:
-        return self.pb.enable_exactly_once_delivery
+        return bool(self.pb.enable_exactly_once_delivery)
 
     @property
     def retention(self) -> float:
@@ -162,13 +163,13 @@ class Sub:
 class Snap:
     """A snapshot: the subscription's unacked messages then, plus the topic's since."""
 
-    pb: SnapshotPb
+    pb: Pb
     pending: dict[int, Stored]
 
 
 @dataclass
 class TopicState:
-    pb: Topic
+    pb: Pb
     subscriptions: dict[str, Sub]
     snapshots: dict[str, Snap] = field(default_factory=dict)
     log: dict[int, Stored] = field(default_factory=dict)  # kept for topic retention (seek)
@@ -180,4 +181,4 @@ class TopicState:
 
 def publish_seconds(stored: Stored) -> float:
     stamp = stored.message.publish_time
-    return stamp.seconds + stamp.nanos / 1e9
+    return float(stamp.seconds + stamp.nanos / 1e9)

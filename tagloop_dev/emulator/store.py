@@ -17,6 +17,7 @@ import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ DELETE FROM pending WHERE sub NOT IN (SELECT name FROM subscriptions);
 DELETE FROM messages WHERE id NOT IN (SELECT msg FROM pending);
 """
 
-Op = tuple[str, list[tuple]]
+Op = tuple[str, list[tuple[Any, ...]]]
 
 
 @dataclass
@@ -96,7 +97,7 @@ class Store:
 
     # -- staging (event-loop thread) ---------------------------------------
 
-    def _stage(self, sql: str, rows: list[tuple]) -> None:
+    def _stage(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
         with self._cond:
             self._ops.append((sql, rows))
 

@@ -118,3 +118,9 @@ def test_push_subscriptions(conformance: Target) -> None:
     # The project's emulator has no push delivery: refused by name, never stored and ignored.
     with pytest.raises(gexc.MethodNotImplemented, match="Push delivery"):
         conformance.make_subscription(topic, **config)
+    subscription = conformance.make_subscription(topic)
+    with pytest.raises(gexc.MethodNotImplemented, match="Push delivery"):
+        conformance.subscriber.modify_push_config(request={"subscription": subscription, **config})
+    conformance.subscriber.modify_push_config(  # back to pull: what it already is
+        request={"subscription": subscription, "push_config": {}}
+    )

@@ -212,7 +212,7 @@ def test_idle_subscription_expires_after_its_ttl(
 ):
     """Pub/Sub's minimum TTL is a day; `--short-durations` lets a test see expiry in seconds."""
     topic = make_topic(clients, names, "kept")
-    with pytest.raises(gexc.InvalidArgument, match="expiration_policy.ttl"):
+    with pytest.raises(gexc.InvalidArgument, match=r"expiration_policy\.ttl"):
         clients.subscriber.create_subscription(
             request={
                 "name": names.subscription("replica"),
