@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from tagloop.domain.signing import SIGNING_KEY_VAR, KeySettings, Signer
 from tagloop.settings import (
     CommonSettings,
     ConfigError,
@@ -32,6 +33,20 @@ class LearnerSettings:
     new_tag_min_support: int
     promotion_tolerance: float
     admin_token: str | None
+    keys: KeySettings
+    """TAGLOOP_MODEL_SIGNING_KEY_FILE, the key models and current.json are signed with (required
+    by `Learner.from_settings`), and keys trusted besides its own (TAGLOOP_MODEL_PUBLIC_KEYS /
+    _FILE): the previous key while the signing key rotates."""
+
+    def require_signer(self) -> Signer:
+        signer = self.keys.signer()
+        if signer is None:
+            raise ConfigError(
+                f"{SIGNING_KEY_VAR} is not set: the learner signs every model and the "
+                "current pointer, and replicas serve nothing unsigned; create a key with "
+                "`tagloop keygen <path>` (the local stack makes one in its var directory)"
+            )
+        return signer
 
     @property
     def feedback_csv(self) -> Path:
@@ -62,4 +77,5 @@ class LearnerSettings:
                 env, "TAGLOOP_PROMOTION_TOLERANCE", 0.01, minimum=0.0, maximum=1.0
             ),
             admin_token=token,
+            keys=KeySettings.from_env(env),
         )
