@@ -7,6 +7,7 @@ marker (`pytest -m unit`, `-m "not e2e"`):
   refuses one), the fast tier behind `./dev test:fast`;
 - tests/integration: real servers as child processes (emulator, SeaweedFS,
   gunicorn, the learner, supervisord);
+- tests/conformance: Pub/Sub cases run on the project's emulator and Google's;
 - tests/e2e: the whole local stack, the browser;
 - tests/infra: the delivery files through their real validators;
 - tests/containers: the real images and the Compose stack on a Docker engine.
@@ -22,6 +23,7 @@ pytest_plugins = [
     "tests.fixtures.keys",
     "tests.fixtures.model",
     "tests.fixtures.pubsub",
+    "tests.fixtures.conformance",
     "tests.fixtures.infra",
     "tests.fixtures.s3",
     "tests.fixtures.inference",
@@ -34,7 +36,7 @@ pytest_plugins = [
 ]
 
 TESTS = Path(__file__).resolve().parent
-TIERS = ("unit", "integration", "e2e", "infra", "containers")
+TIERS = ("unit", "integration", "conformance", "e2e", "infra", "containers")
 
 
 def tier_of(path: Path) -> str | None:

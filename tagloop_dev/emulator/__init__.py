@@ -3,8 +3,11 @@
 Dev/test tool only (`tagloop pubsub-emulator`, or `python -m tagloop_dev.emulator`):
 the services never import it; they reach it through `PUBSUB_EMULATOR_HOST`.
 
-Modules: `broker` holds the state and delivery rules, `store` persists it
+Modules: `broker` holds the delivery rules over the in-memory `state`,
+`limits` the service's validation ranges (and the features refused by name),
+`filters` the subscription filter grammar, `store` persists it all
 (`--data-dir`), `service` maps the gRPC methods onto the broker, `server` runs
-it all (`options` are its command-line flags), and `launcher` starts it as a
-child process for tests and benchmarks.
+it (`options` are its command-line flags), and `launcher` starts it, or
+Google's emulator, as a child process for tests and benchmarks. Features and
+known differences: docs/emulator.md.
 """

@@ -34,10 +34,12 @@ class EmulatorProcess:
         port: int | None = None,
         data_dir: Path | None = None,
         options: Sequence[str] = (),
+        short_durations: bool = False,
     ) -> None:
         self.port = port or free_port()
         self.data_dir = data_dir
         self.options = tuple(options)  # more command-line options, e.g. ("--deny-admin",)
+        self.short_durations = short_durations  # --short-durations (the project's emulator only)
         self._log = tempfile.NamedTemporaryFile(prefix="pubsub-emulator-", suffix=".log")  # noqa: SIM115
         self.child = ChildProcess(self.name, [], log_path=Path(self._log.name))
 
@@ -61,6 +63,8 @@ class EmulatorProcess:
         command += ["--port", str(self.port)]
         if self.data_dir is not None:
             command += ["--data-dir", str(self.data_dir)]
+        if self.short_durations:
+            command.append("--short-durations")
         return command + list(self.options)
 
     def start(self, timeout: float = 30.0) -> EmulatorProcess:

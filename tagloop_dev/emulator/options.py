@@ -29,4 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="with --deny-admin: subscriptions whose id starts with PREFIX may still be"
         " created and deleted (repeatable; the inference processes' own)",
     )
+    parser.add_argument(
+        "--short-durations",
+        action="store_true",
+        help="for tests only: accept expiration TTLs under a day and message retention under "
+        "10 minutes (Pub/Sub refuses both, and so does the emulator without this flag)",
+    )
     return parser

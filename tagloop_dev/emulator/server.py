@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import logging
 import signal
 import time
@@ -19,23 +20,28 @@ import grpc
 from tagloop.logs import configure_logging
 from tagloop_dev.emulator.broker import Broker
 from tagloop_dev.emulator.iam import DenyAdmin
+from tagloop_dev.emulator.limits import Limits
 from tagloop_dev.emulator.options import add_arguments
 from tagloop_dev.emulator.service import PubSubService
 from tagloop_dev.emulator.store import Store
 
 log = logging.getLogger(__name__)
 
-HOUSEKEEPING_SECONDS = 0.1  # granularity of ack-deadline expiry and subscription TTLs
+HOUSEKEEPING_SECONDS = 0.1  # granularity of ack deadlines, backoffs and subscription TTLs
+RETENTION_EVERY = 10  # housekeeping rounds between retention sweeps (one a second)
 MAX_MESSAGE_BYTES = 20 * 1024 * 1024  # Pub/Sub allows 10 MB requests; leave headroom
 STOP_GRACE_SECONDS = 1.0
 
 
 async def _housekeeping(broker: Broker) -> None:
-    while True:
+    for round_ in itertools.count():
         await asyncio.sleep(HOUSEKEEPING_SECONDS)
         now = time.monotonic()
         broker.expire_leases(now)
+        broker.release_backoffs(now)
         broker.expire_subscriptions(now)
+        if round_ % RETENTION_EVERY == 0:
+            broker.expire_messages(time.time())
 
 
 async def serve(
@@ -44,13 +50,15 @@ async def serve(
     data_dir: Path | None,
     stop: asyncio.Event,
     deny_admin: DenyAdmin | None = None,
+    limits: Limits | None = None,
 ) -> None:
     """Serve until `stop` is set, then shut down and flush the store.
 
-    `deny_admin` refuses admin RPCs as Pub/Sub does without admin rights.
+    `deny_admin` refuses admin RPCs as Pub/Sub does without admin rights;
+    `limits` are the service's validation limits (test-speed durations on request).
     """
     store = Store(data_dir) if data_dir is not None else None
-    broker = Broker(store)
+    broker = Broker(store, limits)
     if store is not None:
         store.start(asyncio.get_running_loop())
     server = grpc.aio.server(
@@ -89,7 +97,8 @@ async def _serve_until_signal(args: argparse.Namespace) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     deny = DenyAdmin(args.allow_subscription_prefix) if args.deny_admin else None
-    await serve(args.host, args.port, args.data_dir, stop, deny)
+    limits = Limits(short_durations=args.short_durations)
+    await serve(args.host, args.port, args.data_dir, stop, deny, limits)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -2,8 +2,11 @@
 
 The request and response classes are the protobuf messages that ship with
 google-cloud-pubsub (`google.pubsub_v1.types`), registered through generic
-handlers, so nothing here is hand-written protobuf. Methods the client uses
-are implemented; the rest (snapshots, seek, push config) answer UNIMPLEMENTED.
+handlers, so nothing here is hand-written protobuf. Every method of the two
+services is registered; ModifyPushConfig answers UNIMPLEMENTED (no push
+delivery). Exactly-once subscriptions report failed ack ids the way the client
+library's exactly-once mode reads them: INVALID_ARGUMENT with an ErrorInfo
+whose metadata maps each failed ack id to its reason.
 """
 
 from __future__ import annotations
@@ -14,18 +17,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
-from google.protobuf import empty_pb2
+from google.protobuf import any_pb2, empty_pb2
 from google.pubsub_v1 import types
+from google.rpc import error_details_pb2, status_pb2
 
-from tagloop_dev.emulator.broker import (
-    PULL_WAIT_SECONDS,
-    Batch,
-    Broker,
-    BrokerError,
-    Stream,
-    check_ack_deadline,
-    invalid,
-)
+from tagloop_dev.emulator.broker import PULL_WAIT_SECONDS, Batch, Broker
+from tagloop_dev.emulator.limits import BrokerError, check_ack_deadline, invalid, unimplemented
+from tagloop_dev.emulator.state import Stream
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +37,11 @@ ListSubscriptionsResponse = types.ListSubscriptionsResponse.pb()
 ListTopicSubscriptionsResponse = types.ListTopicSubscriptionsResponse.pb()
 # The servicer's context: requests and responses are protobuf messages built at run time.
 Context = grpc.aio.ServicerContext[Any, Any]
+ListTopicSnapshotsResponse = types.ListTopicSnapshotsResponse.pb()
+ListSnapshotsResponse = types.ListSnapshotsResponse.pb()
+DetachSubscriptionResponse = types.DetachSubscriptionResponse.pb()
+SeekResponse = types.SeekResponse.pb()
+ACK_FAILURE_REASON = "EXACTLY_ONCE_ACKID_FAILURE"
 
 Handler = Callable[[Any, Context], Awaitable[Any]]
 
@@ -57,6 +60,32 @@ def _page(items: list[Any], page_size: int, token: str) -> tuple[list[Any], str]
 def _fill(batch: Batch, received: Any) -> None:
     for ack_id, stored, attempt in batch:
         received.add(ack_id=ack_id, message=stored.message, delivery_attempt=attempt)
+
+
+class AckFailures(Exception):
+    """Exactly-once: some ack ids failed; the client reads them from the status details."""
+
+    def __init__(self, failures: dict[str, str]) -> None:
+        super().__init__(f"{len(failures)} ack ids failed")
+        self.failures = failures
+
+    def trailing_metadata(self) -> tuple[tuple[str, bytes], ...]:
+        info = error_details_pb2.ErrorInfo(
+            reason=ACK_FAILURE_REASON, domain="pubsub.googleapis.com", metadata=self.failures
+        )
+        detail = any_pb2.Any()
+        detail.Pack(info)
+        status = status_pb2.Status(
+            code=grpc.StatusCode.INVALID_ARGUMENT.value[0],
+            message="Some acknowledgement ids in the request were invalid.",
+            details=[detail],
+        )
+        return (("grpc-status-details-bin", status.SerializeToString()),)
+
+
+def _raise_failures(failures: dict[str, str]) -> None:
+    if failures:
+        raise AckFailures(failures)
 
 
 class PubSubService:
@@ -89,6 +118,13 @@ class PubSubService:
             ),
             "DeleteTopic": unary(self.delete_topic, "DeleteTopicRequest", empty),
             "Publish": unary(self.publish, "PublishRequest", PublishResponse),
+            "UpdateTopic": unary(self.update_topic, "UpdateTopicRequest", pb("Topic")),
+            "ListTopicSnapshots": unary(
+                self.list_topic_snapshots, "ListTopicSnapshotsRequest", ListTopicSnapshotsResponse
+            ),
+            "DetachSubscription": unary(
+                self.detach_subscription, "DetachSubscriptionRequest", DetachSubscriptionResponse
+            ),
         }
         subscriber = {
             "CreateSubscription": unary(
@@ -114,6 +150,15 @@ class PubSubService:
                 request_deserializer=pb("StreamingPullRequest").FromString,
                 response_serializer=StreamingPullResponse.SerializeToString,
             ),
+            "ModifyPushConfig": unary(self.modify_push_config, "ModifyPushConfigRequest", empty),
+            "CreateSnapshot": unary(self.create_snapshot, "CreateSnapshotRequest", pb("Snapshot")),
+            "GetSnapshot": unary(self.get_snapshot, "GetSnapshotRequest", pb("Snapshot")),
+            "ListSnapshots": unary(
+                self.list_snapshots, "ListSnapshotsRequest", ListSnapshotsResponse
+            ),
+            "UpdateSnapshot": unary(self.update_snapshot, "UpdateSnapshotRequest", pb("Snapshot")),
+            "DeleteSnapshot": unary(self.delete_snapshot, "DeleteSnapshotRequest", empty),
+            "Seek": unary(self.seek, "SeekRequest", SeekResponse),
         }
         return [
             grpc.method_handlers_generic_handler("google.pubsub.v1.Publisher", publisher),
@@ -146,6 +191,18 @@ class PubSubService:
         ids = await self.broker.publish(request.topic, request.messages)
         return PublishResponse(message_ids=ids)
 
+    async def update_topic(self, request: Any, _: Context) -> Any:
+        return await self.broker.update_topic(request)
+
+    async def list_topic_snapshots(self, request: Any, _: Context) -> Any:
+        names = self.broker.topic_snapshots(request.topic)
+        page, token = _page(names, request.page_size, request.page_token)
+        return ListTopicSnapshotsResponse(snapshots=page, next_page_token=token)
+
+    async def detach_subscription(self, request: Any, _: Context) -> Any:
+        await self.broker.detach_subscription(request.subscription)
+        return DetachSubscriptionResponse()
+
     # -- Subscriber ------------------------------------------------------------
 
     async def create_subscription(self, request: Any, _: Context) -> Any:
@@ -166,6 +223,41 @@ class PubSubService:
         await self.broker.delete_subscription(request.subscription)
         return EMPTY
 
+    async def modify_push_config(self, request: Any, _: Context) -> Any:
+        self.broker.get_subscription(request.subscription)
+        if request.push_config.push_endpoint:
+            raise unimplemented("Push delivery (ModifyPushConfig)")
+        return EMPTY  # back to pull: what every subscription here already is
+
+    async def create_snapshot(self, request: Any, _: Context) -> Any:
+        return self.broker.create_snapshot(request.name, request.subscription, dict(request.labels))
+
+    async def get_snapshot(self, request: Any, _: Context) -> Any:
+        return self.broker.get_snapshot(request.snapshot)
+
+    async def list_snapshots(self, request: Any, _: Context) -> Any:
+        snapshots = self.broker.list_snapshots(request.project)
+        page, token = _page(snapshots, request.page_size, request.page_token)
+        return ListSnapshotsResponse(snapshots=page, next_page_token=token)
+
+    async def update_snapshot(self, request: Any, _: Context) -> Any:
+        return self.broker.update_snapshot(request)
+
+    async def delete_snapshot(self, request: Any, _: Context) -> Any:
+        self.broker.delete_snapshot(request.snapshot)
+        return EMPTY
+
+    async def seek(self, request: Any, _: Context) -> Any:
+        target = request.WhichOneof("target")
+        if target is None:
+            raise invalid("Seek needs a time or a snapshot.")
+        await self.broker.seek(
+            request.subscription,
+            request.time if target == "time" else None,
+            request.snapshot if target == "snapshot" else None,
+        )
+        return SeekResponse()
+
     async def pull(self, request: Any, context: Context) -> Any:
         wait = 0.0
         if not request.return_immediately:
@@ -181,13 +273,14 @@ class PubSubService:
         return response
 
     async def acknowledge(self, request: Any, _: Context) -> Any:
-        await self.broker.acknowledge(request.subscription, request.ack_ids)
+        _raise_failures(await self.broker.acknowledge(request.subscription, request.ack_ids))
         return EMPTY
 
     async def modify_ack_deadline(self, request: Any, _: Context) -> Any:
-        self.broker.modify_ack_deadline(
+        failures = await self.broker.modify_ack_deadline(
             request.subscription, request.ack_ids, request.ack_deadline_seconds
         )
+        _raise_failures(failures)
         return EMPTY
 
     async def streaming_pull(
@@ -219,6 +312,9 @@ class PubSubService:
                 if batch:
                     response = StreamingPullResponse()
                     _fill(batch, response.received_messages)
+                    properties = response.subscription_properties
+                    properties.exactly_once_delivery_enabled = stream.subscription.exactly_once
+                    properties.message_ordering_enabled = stream.subscription.ordered
                     yield response
                     continue
                 stream.wake.clear()
@@ -253,9 +349,9 @@ class PubSubService:
         if len(ids) != len(seconds):
             raise invalid("modify_deadline_ack_ids and modify_deadline_seconds differ in length")
         for ack_id, deadline in zip(ids, seconds, strict=True):
-            self.broker.modify_ack_deadline(name, [ack_id], deadline)
+            await self.broker.modify_ack_deadline(name, [ack_id], deadline)
         if request.ack_ids:
-            await self.broker.acknowledge(name, request.ack_ids)
+            await self.broker.acknowledge(name, request.ack_ids)  # no per-id results on a stream
 
 
 def _guard(method: Handler) -> Handler:
@@ -266,6 +362,12 @@ def _guard(method: Handler) -> Handler:
             return await method(request, context)
         except BrokerError as error:
             code, message = error.code, error.message
+        except AckFailures as failures:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "Some acknowledgement ids in the request were invalid.",
+                trailing_metadata=failures.trailing_metadata(),
+            )
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -18,6 +18,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -119,12 +120,13 @@ class Store:
     def set_next_id(self, next_id: int) -> None:
         self._stage("INSERT OR REPLACE INTO meta VALUES ('next_id', ?)", [(next_id,)])
 
-    def add_messages(self, messages: list[tuple[int, bytes]], subscriptions: list[str]) -> None:
-        self._stage("INSERT INTO messages VALUES (?, ?)", messages)
-        self._stage(
-            "INSERT INTO pending VALUES (?, ?)",
-            [(sub, msg_id) for sub in subscriptions for msg_id, _ in messages],
-        )
+    def add_messages(self, messages: list[tuple[int, bytes]]) -> None:
+        """Store message bodies (again, after a seek brought acked ones back)."""
+        self._stage("INSERT OR REPLACE INTO messages VALUES (?, ?)", messages)
+
+    def add_pending(self, deliveries: list[tuple[str, int]]) -> None:
+        """(subscription, message id) pairs that now hold a message unacknowledged."""
+        self._stage("INSERT OR IGNORE INTO pending VALUES (?, ?)", deliveries)
 
     def remove_pending(self, subscription: str, acked: list[int], orphaned: list[int]) -> None:
         self._stage(

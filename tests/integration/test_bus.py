@@ -58,10 +58,10 @@ def test_publish_pull_ack_round_trip(bus: Bus):
 
 def test_ensure_is_idempotent_and_refuses_a_subscription_on_another_topic(bus: Bus):
     assert bus.ensure_topic("model-updates") == bus.ensure_topic("model-updates")
-    path = bus.ensure_subscription("model-updates", "replica", expiration_ttl_seconds=3600)
-    assert bus.ensure_subscription("model-updates", "replica", expiration_ttl_seconds=3600) == path
+    path = bus.ensure_subscription("model-updates", "replica", expiration_ttl_seconds=86400)
+    assert bus.ensure_subscription("model-updates", "replica", expiration_ttl_seconds=86400) == path
     config = bus.subscriber.get_subscription(subscription=path)
-    assert config.expiration_policy.ttl == timedelta(hours=1)
+    assert config.expiration_policy.ttl == timedelta(days=1)  # Pub/Sub's minimum TTL
     assert config.ack_deadline_seconds == 60
     bus.ensure_topic("other")
     with pytest.raises(ValueError, match="exists on"):

@@ -16,7 +16,7 @@ from google.cloud import pubsub_v1
 from google.cloud.pubsub_v1.subscriber.message import Message
 from google.pubsub_v1 import types
 
-from tests.fixtures.pubsub import unique_project
+from tests.fixtures.pubsub import EmulatorProcess, unique_project
 from tests.fixtures.wait import wait_until
 
 
@@ -207,27 +207,47 @@ def test_duplicates_are_already_exists_and_bad_input_invalid_argument(
         clients.subscriber.acknowledge(subscription=names.subscription(), ack_ids=["garbage"])
 
 
-def test_idle_subscription_expires_after_its_ttl(clients: Clients, names: Names):
+def test_idle_subscription_expires_after_its_ttl(
+    clients: Clients, names: Names, monkeypatch: pytest.MonkeyPatch
+):
+    """Pub/Sub's minimum TTL is a day; `--short-durations` lets a test see expiry in seconds."""
     topic = make_topic(clients, names, "kept")
-    created = clients.subscriber.create_subscription(
-        request={
-            "name": names.subscription("replica"),
-            "topic": topic,
-            "expiration_policy": {"ttl": timedelta(seconds=1)},
-        }
-    )
-    assert created.expiration_policy.ttl == timedelta(seconds=1)
-
-    def expired() -> bool:
-        try:
-            clients.subscriber.get_subscription(subscription=created.name)
-        except gexc.NotFound:
-            return True
-        return False
-
-    wait_until(expired, timeout=10, what="the subscription to expire")
+    with pytest.raises(gexc.InvalidArgument, match=r"expiration_policy\.ttl"):
+        clients.subscriber.create_subscription(
+            request={
+                "name": names.subscription("replica"),
+                "topic": topic,
+                "expiration_policy": {"ttl": timedelta(seconds=1)},
+            }
+        )
     kept = clients.subscriber.get_subscription(subscription=names.subscription("kept"))
     assert kept.expiration_policy.ttl == timedelta(days=31)  # Pub/Sub's default
+    with EmulatorProcess(short_durations=True) as emulator:
+        monkeypatch.setenv("PUBSUB_EMULATOR_HOST", emulator.host)
+        subscriber = pubsub_v1.SubscriberClient()
+        publisher = pubsub_v1.PublisherClient()
+        try:
+            publisher.create_topic(name=topic)
+            created = subscriber.create_subscription(
+                request={
+                    "name": names.subscription("replica"),
+                    "topic": topic,
+                    "expiration_policy": {"ttl": timedelta(seconds=1)},
+                }
+            )
+            assert created.expiration_policy.ttl == timedelta(seconds=1)
+
+            def expired() -> bool:
+                try:
+                    subscriber.get_subscription(subscription=created.name)
+                except gexc.NotFound:
+                    return True
+                return False
+
+            wait_until(expired, timeout=10, what="the subscription to expire")
+        finally:
+            subscriber.close()
+            publisher.stop()
 
 
 def test_update_list_and_delete(clients: Clients, names: Names):

@@ -122,3 +122,53 @@ def test_a_data_dir_serves_one_emulator_at_a_time(emulator: EmulatorProcess, dat
     )
     assert second.returncode == 1
     assert "in use by another emulator" in second.stderr
+
+
+def test_a_seek_and_a_dead_letter_forward_survive_a_crash(
+    emulator: EmulatorProcess, monkeypatch: pytest.MonkeyPatch
+):
+    """Seek re-adds acked messages, dead-lettering publishes: both are durable at once."""
+    session = open_session(emulator, monkeypatch)
+    dead_topic = f"projects/{PROJECT}/topics/dead"
+    dead_sub = f"projects/{PROJECT}/subscriptions/dead-inspect"
+    poison_sub = f"projects/{PROJECT}/subscriptions/poison"
+    session.publisher.create_topic(name=TOPIC)
+    session.publisher.create_topic(name=dead_topic)
+    session.subscriber.create_subscription(name=dead_sub, topic=dead_topic)
+    session.subscriber.create_subscription(
+        request={"name": SUBSCRIPTION, "topic": TOPIC, "retain_acked_messages": True}
+    )
+    session.subscriber.create_subscription(
+        request={
+            "name": poison_sub,
+            "topic": TOPIC,
+            "dead_letter_policy": {"dead_letter_topic": dead_topic, "max_delivery_attempts": 5},
+        }
+    )
+    before = session.publisher.publish(TOPIC, b"replay-me").result(timeout=30)
+    got = session.pull(1)
+    session.subscriber.acknowledge(subscription=SUBSCRIPTION, ack_ids=[got[before][0]])
+    session.subscriber.seek(request={"subscription": SUBSCRIPTION, "time": {"seconds": 0}})
+
+    def nack_once() -> bool:
+        response = session.subscriber.pull(subscription=poison_sub, max_messages=1, timeout=2)
+        for item in response.received_messages:
+            session.subscriber.modify_ack_deadline(
+                subscription=poison_sub, ack_ids=[item.ack_id], ack_deadline_seconds=0
+            )
+        return bool(response.received_messages)
+
+    for _ in range(5):
+        wait_until(nack_once, timeout=10, what="a delivery to nack")
+    session.close()
+    emulator.stop(signal.SIGKILL)
+
+    session = open_session(emulator, monkeypatch)
+    try:
+        assert [data for _, data, _ in session.pull(1).values()] == [b"replay-me"]
+        response = session.subscriber.pull(subscription=dead_sub, max_messages=10, timeout=5)
+        [forwarded] = response.received_messages
+        assert forwarded.message.data == b"replay-me"
+        assert forwarded.message.attributes["CloudPubSubDeadLetterSourceDeliveryCount"] == "5"
+    finally:
+        session.close()
