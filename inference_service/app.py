@@ -21,6 +21,7 @@ from inference_service.runtime import Runtime
 from tagloop.domain.messages import InvalidMessage, validate_title
 from tagloop.domain.model import Prediction
 from tagloop.web import httpmetrics
+from tagloop.web.annotators import ANNOTATOR_HEADER, replica_annotator
 from tagloop.web.api import (
     ApiError,
     install_cors,
@@ -75,7 +76,10 @@ def create_app(settings: InferenceSettings | None = None, runtime: Runtime | Non
     @app.post("/api/feedback")
     def feedback() -> tuple[Response, int]:
         runtime.feedback.check_rate(request.remote_addr or "unknown")
-        feedback_id = runtime.feedback.submit(json_body())
+        annotator = replica_annotator(
+            request.headers.get(ANNOTATOR_HEADER), request.remote_addr, settings.proxy_hops > 0
+        )
+        feedback_id = runtime.feedback.submit(json_body(), annotator)
         return jsonify({"feedback_id": feedback_id}), 202
 
     @app.get("/api/model")

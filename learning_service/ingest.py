@@ -4,7 +4,9 @@ Acking only after the batch is fsync'd means a crash loses nothing: what was
 not acked is redelivered, and the dedupe index (rebuilt from the CSV on
 start-up) stores each feedback_id once. Malformed payloads are acked too,
 after they are logged and appended to the reject log, so a poison message is
-never redelivered forever.
+never redelivered forever. Validation is per message (the correction contract,
+then the store's read-back check), so one message that cannot be stored is
+rejected alone and the rest of its batch is stored.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ class Ingestor(threading.Thread):
         self.stop = stop
         self.connected = False
         for row in store.rows():
-            support.add(row.title, row.tags)
+            support.add(row.title, row.tags, row.annotator)
         metrics.held_back_tags.set(len(support.held_back()))
 
     def run(self) -> None:
@@ -108,7 +110,7 @@ class Ingestor(threading.Thread):
         self.metrics.duplicates.inc(len(valid) - len(stored))
         for row in stored:
             self.metrics.observe_online(row.predicted_tags, row.tags)
-            self.support.add(row.title, row.tags)
+            self.support.add(row.title, row.tags, row.annotator)
         self.metrics.held_back_tags.set(len(self.support.held_back()))
         try:
             self.bus.ack(self.subscription, [message.ack_id for message in batch])

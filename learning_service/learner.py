@@ -42,7 +42,10 @@ class Learner:
         self.store = FeedbackStore(settings.feedback_csv)
         self.metrics.corpus_rows.labels("bootstrap").set(len(bootstrap))
         self.corpus_sizes = {"bootstrap_rows": len(bootstrap), "test_rows": len(test)}
-        self.support = NewTagSupport(bootstrap.vocabulary(), settings.new_tag_min_support)
+        self.metrics.quarantined.inc(self.store.quarantined)
+        self.support = NewTagSupport(
+            bootstrap.vocabulary(), settings.new_tag_min_support, settings.new_tag_min_annotators
+        )
         self.broadcaster = Broadcaster(
             bus, settings.common.model_topic, self.stop_event, self.metrics
         )
@@ -64,7 +67,9 @@ class Learner:
             settings.common.feedback_topic,
             settings.common.feedback_subscription,
             self.store,
-            RejectLog(settings.rejects_log),
+            RejectLog(
+                settings.rejects_log, settings.reject_log_max_bytes, settings.reject_log_backups
+            ),
             self.metrics,
             self.support,
             self.refitter.notify,
@@ -121,6 +126,7 @@ class Learner:
             "held_back_tags": {
                 "count": len(held_back),
                 "min_support": self.settings.new_tag_min_support,
+                "min_annotators": self.settings.new_tag_min_annotators,
                 "top": dict(sorted(held_back.items(), key=lambda item: -item[1])[:HELD_BACK_SHOWN]),
             },
             "online_quality": self.metrics.online_quality(),

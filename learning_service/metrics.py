@@ -58,6 +58,11 @@ class LearnerMetrics:
             ["reason"],
             registry=r,
         )
+        self.quarantined = Counter(
+            "tagloop_feedback_quarantined",
+            "Unreadable feedback.csv lines moved to the quarantine file at start-up.",
+            registry=r,
+        )
         self.corpus_rows = Gauge(
             "tagloop_corpus_rows", "Rows available for training, by source.", ["source"], registry=r
         )

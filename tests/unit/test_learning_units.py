@@ -111,3 +111,24 @@ def test_online_quality_is_micro_precision_and_recall_over_a_sliding_window():
     assert (quality.precision(), quality.recall()) == (2 / 3, 2 / 3)
     quality.add(["c"], ["c++"])  # the first item leaves the window
     assert quality.summary() == {"window": 2, "precision": 0.5, "recall": 1 / 3}
+
+
+def test_a_new_tag_needs_distinct_annotators_not_just_distinct_titles():
+    """Issue 11, reproduction 10: one client, three titles, a new tag: still held back."""
+    bootstrap = Corpus(["How to sort a list in Python?"], [["python"]])
+
+    def by(annotator: str, title: str) -> StoredFeedback:
+        feedback = Feedback.from_dict(
+            {"title": title, "tags": ["zzpwned-tag"], "annotator": annotator}
+        )
+        return StoredFeedback.from_feedback(feedback, "2026-01-01T00:00:00Z")
+
+    one_client = [by("addr:1", f"Title number {i}") for i in range(3)]
+    corpus, held_back = training_corpus(bootstrap, one_client, min_support=3, min_annotators=3)
+    assert held_back == {"zzpwned-tag": 3}
+    assert corpus.tags == [["python"]]
+
+    three = [by(f"anon:{i}", f"Title number {i}") for i in range(3)]
+    corpus, held_back = training_corpus(bootstrap, three, min_support=3, min_annotators=3)
+    assert held_back == {}
+    assert corpus.tags[1:] == [["zzpwned-tag"]] * 3
