@@ -35,6 +35,7 @@ from tests.fixtures.wait import wait_until
 
 BATCH = 100
 BATCHES = 20  # 2,000 generated corrections
+READY_TIMEOUT = 180.0  # the bootstrap fit, on a loaded CI machine
 NEW_TAG = "zzpwned-tag"
 
 text = st.text(st.characters(blacklist_categories=()), max_size=60)
@@ -74,7 +75,8 @@ class ContractStack:
 
     def restart_learner(self) -> LearnerProcess:
         assert self.learner.stop() == 0
-        self.learner = self.stack.learner().start()
+        # Answering /healthz means the store was opened: every row was read (or quarantined).
+        self.learner = self.stack.learner().start(ready=False)
         return self.learner
 
 
@@ -83,7 +85,7 @@ def contract_stack(
     learner_stack: LearnerStack, s3_server: S3Server, tmp_path: Path
 ) -> Iterator[ContractStack]:
     learner_stack.subscribe_learner()
-    learner = learner_stack.learner().start()
+    learner = learner_stack.learner().start(ready=False)  # ingesting needs no model
     env = replica_env(
         emulator_host=learner_stack.env["PUBSUB_EMULATOR_HOST"],
         project=learner_stack.env["TAGLOOP_GCP_PROJECT"],
@@ -220,7 +222,8 @@ def test_an_unreadable_row_is_quarantined_and_the_learner_starts(
     path.parent.mkdir(parents=True)
     path.write_bytes(HEADER + good[0] + corrupt + b"\n" + good[1])
 
-    learner = learner_stack.learner().start()  # ready: start-up did not stop at the damage
+    # Ready: start-up did not stop at the damage.
+    learner = learner_stack.learner().start(timeout=READY_TIMEOUT)
     assert feedback_rows(learner) == 2
     assert learner.metric("tagloop_feedback_quarantined_total") == 1
     assert path.read_bytes() == HEADER + good[0] + good[1]
