@@ -455,12 +455,16 @@ def test_each_browser_gets_a_signed_httponly_samesite_annotator_cookie(
 
 def test_forged_or_missing_cookies_count_as_the_client_address(upstreams: list[str]) -> None:
     for cookie in ("tagloop_annotator=deadbeef.forged", ""):
-        echoed = client_for(upstreams[:1]).post(
-            "/api/echo",
-            json={},
-            headers={"Cookie": cookie, "X-Tagloop-Annotator": "anon:chosen-by-the-client"},
-            environ_base={"REMOTE_ADDR": "10.9.8.7"},
-        ).get_json()
+        echoed = (
+            client_for(upstreams[:1])
+            .post(
+                "/api/echo",
+                json={},
+                headers={"Cookie": cookie, "X-Tagloop-Annotator": "anon:chosen-by-the-client"},
+                environ_base={"REMOTE_ADDR": "10.9.8.7"},
+            )
+            .get_json()
+        )
         assert echoed["headers"]["x-tagloop-annotator"] == address_annotator("10.9.8.7")
 
 
