@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import base64
 import csv
+import functools
 import json
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -232,3 +235,36 @@ def test_an_unreadable_row_is_quarantined_and_the_learner_starts(
     assert "moved to" in learner.output()
     with path.open(newline="", encoding="utf-8") as handle:
         assert len(list(csv.DictReader(handle))) == 2
+
+
+def test_export_then_replay_into_an_empty_store_reproduces_the_corrections_once(
+    contract_stack: ContractStack, tmp_path: Path
+) -> None:
+    """Issue 18: `tagloop export`, then `tagloop replay` (twice) into a learner with no rows."""
+    replica = contract_stack.replica
+    for i in range(5):
+        body = {"title": f"Exported title {i}", "tags": ["python"], "model_version": "v1"}
+        assert replica.post("/api/feedback", json=body).status_code == 202
+    wait_until(lambda: feedback_rows(contract_stack.learner) == 5, what="five stored")
+    first = tmp_path / "first.csv"
+    tagloop = [sys.executable, "-m", "tagloop.cli"]
+    data_dir = str(contract_stack.stack.data_dir)
+    run = functools.partial(subprocess.run, check=True, capture_output=True, text=True)
+    run([*tagloop, "export", "--data-dir", data_dir, "--out", str(first)])
+
+    assert contract_stack.learner.stop() == 0
+    contract_stack.stack.feedback_csv().unlink()
+    contract_stack.learner = contract_stack.stack.learner().start(ready=False)
+    for _ in range(2):
+        replayed = run([*tagloop, "replay", str(first), "--url", replica.base_url])
+        assert "replayed 5: 5 x 202" in replayed.stdout
+    wait_until(lambda: feedback_rows(contract_stack.learner) == 5, what="five stored again")
+    second = tmp_path / "second.csv"
+    run([*tagloop, "export", "--data-dir", data_dir, "--out", str(second)])
+
+    def essence(path: Path) -> list[tuple[str, ...]]:
+        rows = stored_rows(path).values()
+        return sorted((r.feedback_id, r.title, str(r.tags), str(r.model_version)) for r in rows)
+
+    assert essence(second) == essence(first)
+    assert len(essence(first)) == 5
