@@ -32,15 +32,8 @@ from tests.fixtures.pubsub import free_port, unique_project
 from tests.fixtures.wait import wait_until
 
 SWITCH_SECONDS = 5.0
-FEEDBACK_KEYS = {
-    "feedback_id",
-    "title",
-    "tags",
-    "predicted_tags",
-    "model_version",
-    "submitted_at",
-    "annotator",
-}
+V1_KEYS = {"feedback_id", "title", "tags", "predicted_tags", "model_version", "submitted_at"}
+FEEDBACK_KEYS = V1_KEYS | {"annotator"}  # the optional extension, set by the edge
 
 
 @pytest.fixture(scope="module")
