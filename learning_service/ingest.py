@@ -15,6 +15,7 @@ import logging
 import threading
 from collections.abc import Callable
 
+from learning_service.agreement import Agreement
 from learning_service.metrics import LearnerMetrics
 from learning_service.retry import ADMIN_TIMEOUT, FIRST_DELAY, MAX_DELAY, Stopped, retry
 from learning_service.store import FeedbackStore, StoredFeedback
@@ -39,6 +40,7 @@ class Ingestor(threading.Thread):
         rejects: RejectLog,
         metrics: LearnerMetrics,
         support: NewTagSupport,
+        agreement: Agreement,
         on_stored: Callable[[], None],
         stop: threading.Event,
     ) -> None:
@@ -50,11 +52,13 @@ class Ingestor(threading.Thread):
         self.rejects = rejects
         self.metrics = metrics
         self.support = support
+        self.agreement = agreement
         self.on_stored = on_stored
         self.stop = stop
         self.connected = False
         for row in store.rows():
             support.add(row.title, row.tags, row.annotator)
+            agreement.add(row.title, row.tags, row.annotator)
         metrics.held_back_tags.set(len(support.held_back()))
 
     def run(self) -> None:
@@ -111,6 +115,7 @@ class Ingestor(threading.Thread):
         for row in stored:
             self.metrics.observe_online(row.predicted_tags, row.tags)
             self.support.add(row.title, row.tags, row.annotator)
+            self.agreement.add(row.title, row.tags, row.annotator)
         self.metrics.held_back_tags.set(len(self.support.held_back()))
         try:
             self.bus.ack(self.subscription, [message.ack_id for message in batch])

@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from learning_service.agreement import Agreement
 from learning_service.broadcast import Broadcaster
 from learning_service.config import LearnerSettings
 from learning_service.ingest import Ingestor
@@ -62,6 +63,8 @@ class Learner:
         # Read at scrape time, so they are never stale.
         self.metrics.corpus_rows.labels("feedback").set_function(lambda: len(self.store))
         self.metrics.samples_since_fit.set_function(self.refitter.samples_since_fit)
+        self.agreement = Agreement()
+        self.metrics.agreement.set_function(self.agreement.overall)
         self.ingestor = Ingestor(
             bus,
             settings.common.feedback_topic,
@@ -72,6 +75,7 @@ class Learner:
             ),
             self.metrics,
             self.support,
+            self.agreement,
             self.refitter.notify,
             self.stop_event,
         )
@@ -130,6 +134,7 @@ class Learner:
                 "top": dict(sorted(held_back.items(), key=lambda item: -item[1])[:HELD_BACK_SHOWN]),
             },
             "online_quality": self.metrics.online_quality(),
+            "agreement": self.agreement.summary(),
             "pending_broadcast": self.broadcaster.pending,
             "ready": self.readiness(),
         }

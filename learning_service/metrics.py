@@ -109,6 +109,11 @@ class LearnerMetrics:
             f"Recall of the served predicted_tags against users' tags (last {ONLINE_WINDOW}).",
             registry=r,
         )
+        self.agreement = Gauge(
+            "tagloop_annotator_agreement",
+            "Mean pairwise Jaccard agreement of annotators on the titles two or more corrected.",
+            registry=r,
+        )
         self._online = OnlineQuality()
 
     def set_current_model(

@@ -187,23 +187,32 @@ def test_one_client_cannot_add_a_tag_and_unrepresentable_json_is_a_400_through_t
         browser.get(ui.base_url + "/")  # the page load gives the browser its annotator id
         answer = browser.post(ui.base_url + "/api/feedback", data=huge, headers=json_headers)
         assert (answer.status_code, answer.json()["error"]["code"]) == (400, "number_too_large")
-        for i in range(3):
-            title = f"Three distinct titles from one browser, number {i}"
+        titles = [f"Three distinct titles from one browser, number {i}" for i in range(3)]
+        for title in titles:
             answer = browser.post(
                 ui.base_url + "/api/feedback", json={"title": title, "tags": [NEW_TAG]}
             )
             assert answer.status_code == 202, answer.text
+        titles[1:] = ["Direct title 1", "Direct title 2"]  # one title in common: agreement
         direct = requests.Session()  # and the same trick straight at a replica, by address
         for i in range(3):
             answer = direct.post(
                 replica.base_url + "/api/feedback",
-                json={"title": f"Direct title {i}", "tags": [NEW_TAG], "annotator": f"anon:{i}"},
+                json={"title": titles[i], "tags": [NEW_TAG], "annotator": f"anon:{i}"},
             )
             assert answer.status_code == 202, answer.text
 
     wait_until(lambda: feedback_rows(learner) == 6, timeout=30, what="six corrections stored")
-    held_back = learner.get("/api/status")["held_back_tags"]
-    assert held_back["top"] == {NEW_TAG: 6} and held_back["min_annotators"] == 3
+    status = learner.get("/api/status")
+    held_back = status["held_back_tags"]
+    assert held_back["top"] == {NEW_TAG: 5} and held_back["min_annotators"] == 3
+    assert status["agreement"] == {
+        "titles": 1,
+        "pairs": 1,
+        "overall": 1.0,
+        "per_tag": {NEW_TAG: {"agreement": 1.0, "pairs": 1}},
+    }
+    assert learner.metric("tagloop_annotator_agreement") == 1.0
     annotators = {
         row.annotator for row in stored_rows(contract_stack.stack.feedback_csv()).values()
     }

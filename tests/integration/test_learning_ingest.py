@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import generate_latest
 
+from learning_service.agreement import Agreement
 from learning_service.ingest import Ingestor
 from learning_service.metrics import LearnerMetrics
 from learning_service.store import FeedbackStore
@@ -41,6 +42,7 @@ def ingestor(subscribed: Bus, tmp_path: Path) -> Ingestor:
         RejectLog(tmp_path / "rejects.jsonl"),
         LearnerMetrics(),
         NewTagSupport({"python", "java"}, min_support=3),
+        Agreement(),
         on_stored=lambda: None,
         stop=threading.Event(),
     )
@@ -138,6 +140,7 @@ def test_with_pubsub_unreachable_the_loop_backs_off_reports_it_and_stops_promptl
         RejectLog(tmp_path / "rejects.jsonl"),
         LearnerMetrics(),
         NewTagSupport(set(), min_support=3),
+        Agreement(),
         on_stored=lambda: None,
         stop=stop,
     )

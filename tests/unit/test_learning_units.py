@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
+from learning_service.agreement import Agreement
 from learning_service.config import LearnerSettings
 from learning_service.metrics import OnlineQuality
 from learning_service.refit import fit_snapshot, gate
@@ -132,3 +135,25 @@ def test_a_new_tag_needs_distinct_annotators_not_just_distinct_titles():
     corpus, held_back = training_corpus(bootstrap, three, min_support=3, min_annotators=3)
     assert held_back == {}
     assert corpus.tags[1:] == [["zzpwned-tag"]] * 3
+
+
+def test_agreement_compares_distinct_annotators_on_the_same_title():
+    agreement = Agreement()
+    assert agreement.summary() == {"titles": 0, "pairs": 0, "overall": None, "per_tag": {}}
+    assert math.isnan(agreement.overall())
+    agreement.add("Parse JSON in Python", ["python"], "anon:a")
+    agreement.add("parse json in python", ["python", "json"], "anon:b")  # same title
+    agreement.add("Parse JSON in Python", ["python", "json"], None)  # nobody: not compared
+    agreement.add("A title only one person corrected", ["java"], "anon:a")
+    agreement.add("Sort a list", ["python"], "anon:a")
+    agreement.add("Sort a list", ["python"], "anon:a")  # the same annotator twice: one opinion
+    summary = agreement.summary()
+    assert (summary["titles"], summary["pairs"]) == (1, 1)
+    assert summary["overall"] == 0.5  # {python} vs {python, json}
+    assert summary["per_tag"] == {
+        "python": {"agreement": 1.0, "pairs": 1},
+        "json": {"agreement": 0.0, "pairs": 1},
+    }
+    agreement.add("Sort a list", ["python", "sorting"], "anon:b")
+    assert agreement.summary()["pairs"] == 2
+    assert agreement.overall() == (0.5 + 0.5) / 2
