@@ -29,12 +29,14 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from machine import command, machine
 
 from tagloop.channels.registry import new_version
 from tagloop.domain.bundle import save_bundle
 from tagloop.domain.data import load_labeled, load_titles
 from tagloop.domain.model import TagModel
+from tagloop.domain.signing import Signer, public_key_text
 from tagloop_dev.emulator.launcher import EmulatorProcess, free_port
 from tagloop_dev.s3server import S3Server
 
@@ -232,7 +234,8 @@ def run(args: argparse.Namespace) -> dict:
             S3Server(root / "s3", port=0, bucket="bench-models") as s3,
             EmulatorProcess() as emulator,
         ):
-            registry = s3.registry()
+            signer = Signer(Ed25519PrivateKey.generate())  # replicas serve signed models only
+            registry = s3.registry(signer=signer)
             version = new_version()
             registry.put_version(
                 version, root / "bundle", {"decision": {"promoted": True, "reason": "bench"}}
@@ -244,6 +247,7 @@ def run(args: argparse.Namespace) -> dict:
                 "PUBSUB_EMULATOR_HOST": emulator.host,
                 "TAGLOOP_GCP_PROJECT": "bench",
                 "TAGLOOP_MODEL_CACHE_DIR": str(root / "cache"),
+                "TAGLOOP_MODEL_PUBLIC_KEYS": public_key_text(signer.public),
                 "TAGLOOP_WORKERS": str(args.workers),
                 "TAGLOOP_LOG_LEVEL": "WARNING",
             }

@@ -117,7 +117,7 @@ def create_app(settings: InferenceSettings | None = None, runtime: Runtime | Non
     def readyz() -> Response:
         loaded = holder.current
         if loaded is None:
-            raise ApiError(503, "not_ready", "no model loaded yet")
+            raise ApiError(503, "not_ready", runtime.not_ready_reason)
         return jsonify({"status": "ready", "model_version": loaded.version})
 
     @app.get("/metrics")

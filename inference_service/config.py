@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from tagloop.domain.signing import KeySettings
 from tagloop.settings import CommonSettings, data_path, env_float, env_int, env_str
 
 # A JSON body bigger than this is refused with 413 before it is parsed:
@@ -27,6 +28,9 @@ class InferenceSettings:
     feedback_burst: int
     publish_timeout_seconds: float
     proxy_hops: int
+    keys: KeySettings
+    """The learner's public key(s): TAGLOOP_MODEL_PUBLIC_KEYS and/or _FILE. With neither, no
+    model is ever loaded (the replica stays not ready and says why)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> InferenceSettings:
@@ -44,4 +48,5 @@ class InferenceSettings:
                 env, "TAGLOOP_PUBLISH_TIMEOUT_SECONDS", 5.0, minimum=0.1, maximum=25.0
             ),
             proxy_hops=env_int(env, "TAGLOOP_PROXY_HOPS", 1, minimum=0, maximum=10),
+            keys=KeySettings.from_env(env),
         )

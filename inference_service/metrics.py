@@ -43,6 +43,13 @@ RELOAD_FAILURES = Counter(
     "Failed model loads (download, verification, parsing), by reason; the old model stays.",
     ["reason"],
 )
+MODEL_REFUSALS = Counter(
+    "tagloop_inference_model_refusals_total",
+    "Model updates, pointers and bundles refused as untrusted (the old model stays), by reason: "
+    "unsigned, bad_signature, unknown_key, malformed, wrong_version, digest_mismatch, "
+    "stale_pointer, not_current, invalid_version, invalid_message.",
+    ["reason"],
+)
 MODEL_LOAD_SECONDS = Histogram(
     "tagloop_inference_model_load_duration_seconds",
     "Download, verification, loading and warm-up of a model version.",

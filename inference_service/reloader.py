@@ -7,15 +7,21 @@ loads never overlap; it acts on three triggers:
   (reconciliation: catches a missed broadcast, and retries a failed load
   sooner, with backoff);
 - a broadcast on the model topic, heard through a subscription of this
-  process's own (every replica and worker hears every update). A broadcast
-  older than the loaded version is out-of-order delivery and ignored, unless
-  `current.json` names it: that is a rollback;
+  process's own (every replica and worker hears every update). Anyone who
+  can publish on the topic can send one, so a broadcast is only a hint: the
+  worker reads the signed `current.json` and loads the version it names.
+  A broadcast of a version the pointer does not name is refused (counted),
+  or ignored as out-of-order delivery when it is older than the loaded
+  version; when the pointer does name an older version, that is a rollback;
 - the subscriber thread saying it (re)subscribed: anything broadcast before
   is in `current.json`, so it is read again.
 
 The subscriber thread creates the subscription and keeps the stream alive,
 so an unreachable Pub/Sub never delays loading the model from the registry.
-A failed download or verification keeps the old model serving.
+A failed download or verification keeps the old model serving; an untrusted
+pointer or bundle (unsigned, wrongly signed, a signed pointer older than one
+already followed, a digest that does not match) is also counted in
+`tagloop_inference_model_refusals_total` by reason.
 """
 
 from __future__ import annotations
@@ -34,9 +40,11 @@ from inference_service import metrics
 from inference_service.loader import ModelLoader
 from inference_service.model_holder import ModelHolder
 from tagloop.channels.bus import Bus, Received, parse_or_reject, unique_subscription_name
-from tagloop.channels.registry import IntegrityError, Registry, RegistryError
+from tagloop.channels.registry import IntegrityError, Pointer, Registry, RegistryError, Untrusted
 from tagloop.domain.bundle import BundleError
 from tagloop.domain.messages import ModelUpdate, parse_model_update
+from tagloop.domain.signing import SignatureError
+from tagloop.domain.versions import InvalidVersion
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +58,23 @@ _WAKE = object()
 _RECONCILE = object()
 
 
+def refusal_reason(error: BaseException) -> str | None:
+    """The refusal label of an error that means "not trusted"; None for other failures."""
+    if isinstance(error, SignatureError | Untrusted):
+        return error.reason
+    if isinstance(error, IntegrityError):
+        return "digest_mismatch"
+    if isinstance(error, InvalidVersion):
+        return "invalid_version"
+    return None
+
+
 def failure_reason(error: BaseException) -> str:
     """A bounded label for the failure metric."""
     if isinstance(error, IntegrityError):
         return "integrity"
+    if isinstance(error, SignatureError | Untrusted | InvalidVersion):
+        return "untrusted"
     if isinstance(error, BundleError):
         return "invalid_bundle"
     if isinstance(error, RegistryError):
@@ -82,6 +103,7 @@ class Reloader:
         self._created = False
         self._threads: list[threading.Thread] = []
         self._failures = 0
+        self._newest_pointer: str | None = None  # issued_at of the newest pointer followed
 
     # -- lifecycle (call in the worker process, after fork) -------------------------
 
@@ -194,52 +216,89 @@ class Reloader:
 
     def _on_message(self, received: Received) -> None:
         """Runs on the client's callback thread: parse and hand over (then acked)."""
-        update, _ = parse_or_reject(received, parse_model_update)
+        update, reason = parse_or_reject(received, parse_model_update)
         if update is None:
             metrics.MODEL_UPDATES.labels("rejected").inc()
+            refused = "invalid_version" if reason == "invalid_version" else "invalid_message"
+            metrics.MODEL_REFUSALS.labels(refused).inc()
         else:
             self._inbox.put(update)
 
     def _on_update(self, update: ModelUpdate) -> bool:
-        """Handle a broadcast; False if loading it failed."""
+        """Handle a broadcast (a hint: the signed pointer decides); False if a load failed."""
         current = self.holder.current
-        trigger = "broadcast"
         if current is not None and update.version == current.version:
             metrics.MODEL_UPDATES.labels("duplicate").inc()
             return True
+        try:
+            pointer = self._signed_pointer()
+        except Exception as error:
+            return self._failed("current.json", error)
+        if pointer is not None and pointer.version == update.version:
+            older = current is not None and update.version < current.version
+            metrics.MODEL_UPDATES.labels("load").inc()
+            return self._follow(pointer, "rollback" if older else "broadcast")
         if current is not None and update.version < current.version:
-            try:
-                promoted = self.registry.current_version()
-            except Exception as error:
-                return self._failed(update.version, error)
-            if promoted != update.version:
-                log.info("ignoring update to %s, older than %s", update.version, current.version)
-                metrics.MODEL_UPDATES.labels("older").inc()
-                return True
-            trigger = "rollback"
-        metrics.MODEL_UPDATES.labels("load").inc()
-        return self._load(update.version, update.sha256, trigger)
+            log.info("ignoring update to %s, older than %s", update.version, current.version)
+            metrics.MODEL_UPDATES.labels("older").inc()
+            return True
+        # Newer than what is served, yet not what the signed pointer names: forged, or
+        # already overtaken by a later promotion. Either way the pointer is what counts.
+        metrics.MODEL_UPDATES.labels("not_current").inc()
+        metrics.MODEL_REFUSALS.labels("not_current").inc()
+        log.warning(
+            "refusing update to %s: the signed current.json names %s",
+            update.version,
+            pointer.version if pointer else None,
+            extra={"model_version": update.version, "reason": "not_current"},
+        )
+        return True if pointer is None else self._follow(pointer, "reconcile")
 
     def _reconcile(self) -> bool:
         """Load the version `current.json` names if it is not the one served."""
         try:
-            promoted = self.registry.current_version()
+            pointer = self._signed_pointer()
         except Exception as error:
             return self._failed("current.json", error)
         current = self.holder.current
-        if promoted is None:
+        if pointer is None:
             if current is None:
                 log.info("no promoted model in the registry yet")
                 self._failures += 1  # poll less often while the learner has not published
             return current is not None
-        if current is not None and promoted == current.version:
-            return True
-        return self._load(promoted, None, "startup" if current is None else "reconcile")
+        return self._follow(pointer, "startup" if current is None else "reconcile")
 
-    def _load(self, version: str, sha256: str | None, trigger: str) -> bool:
+    def _signed_pointer(self) -> Pointer | None:
+        """current.json, verified by the registry, and not older than one already followed
+        (a replayed old signed pointer must not roll the replica back)."""
+        pointer = self.registry.current_pointer()
+        if pointer is None:
+            return None
+        if pointer.sha256 is None or pointer.issued_at is None:
+            raise Untrusted("unsigned", "current.json carries no signed digest")
+        if self._newest_pointer is not None and pointer.issued_at < self._newest_pointer:
+            raise Untrusted(
+                "stale_pointer",
+                f"current.json was issued at {pointer.issued_at}, before the pointer already "
+                f"followed ({self._newest_pointer})",
+            )
+        return pointer
+
+    def _follow(self, pointer: Pointer, trigger: str) -> bool:
+        """Serve what the verified pointer names (a no-op if it is served already)."""
+        current = self.holder.current
+        served = current is not None and pointer.version == current.version
+        if not served and not self._load(pointer, trigger):
+            return False
+        self._newest_pointer = max(self._newest_pointer or "", pointer.issued_at or "")
+        return True
+
+    def _load(self, pointer: Pointer, trigger: str) -> bool:
+        version = pointer.version
+        assert pointer.sha256 is not None  # _signed_pointer refuses a pointer without one
         started = time.perf_counter()
         try:
-            loaded = self.loader.load(version, sha256)
+            loaded = self.loader.load(version, pointer.sha256)
         except Exception as error:
             return self._failed(version, error)
         previous = self.holder.swap(loaded)
@@ -264,6 +323,18 @@ class Reloader:
         self._failures += 1
         metrics.RELOAD_FAILURES.labels(reason).inc()
         serving = self.holder.current.version if self.holder.current else None
+        refusal = refusal_reason(error)
+        if refusal is not None:
+            metrics.MODEL_REFUSALS.labels(refusal).inc()
+            log.error(
+                "refused %s as untrusted (%s): %s; still serving %s",
+                what,
+                refusal,
+                error,
+                serving,
+                extra={"reason": refusal},
+            )
+            return False
         log.error(
             "loading %s failed (%s: %s); still serving %s, retrying",
             what,

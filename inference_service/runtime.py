@@ -19,6 +19,11 @@ from tagloop.channels.registry import Registry
 
 log = logging.getLogger(__name__)
 
+NO_KEY_REASON = (
+    "no model verification key: set TAGLOOP_MODEL_PUBLIC_KEYS or TAGLOOP_MODEL_PUBLIC_KEYS_FILE "
+    "to the learner's public key (models are never loaded unverified)"
+)
+
 
 class Runtime:
     def __init__(self, settings: InferenceSettings) -> None:
@@ -32,14 +37,26 @@ class Runtime:
             RateLimiter(settings.feedback_rate, settings.feedback_burst),
         )
         self.reloader: Reloader | None = None
+        self.not_ready_reason = "no model loaded yet"
+        # Read here, in gunicorn's master (preload): a bad key file stops the replica at boot.
+        self.trusted = settings.keys.trusted()
 
     def start(self) -> None:
-        """Begin loading the promoted model and listening for updates (in the background)."""
-        registry = Registry.from_settings(self.settings.common)
+        """Begin loading the promoted model and listening for updates (in the background).
+
+        Without a trusted key nothing is loaded: the replica stays up (feedback
+        still works) but not ready, and /readyz says why.
+        """
+        trusted = self.trusted
+        if trusted is None:
+            self.not_ready_reason = NO_KEY_REASON
+            log.error("not loading any model: %s", NO_KEY_REASON)
+            return
+        registry = Registry.from_settings(self.settings.common, trusted=trusted)
         self.reloader = Reloader(
             self.bus,
             registry,
-            ModelLoader(registry, self.settings.model_cache_dir),
+            ModelLoader(registry, self.settings.model_cache_dir, trusted),
             self.holder,
             self.settings.common.model_topic,
             self.settings.reconcile_seconds,

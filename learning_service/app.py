@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from learning_service.learner import Learner
 from learning_service.refit import Busy
-from tagloop.channels.registry import InvalidVersion, RegistryError, VersionNotFound
+from tagloop.channels.registry import InvalidVersion, RegistryError, Untrusted, VersionNotFound
 from tagloop.web import httpmetrics
 from tagloop.web.api import ApiError, install_json_errors, install_security_headers
 
@@ -88,8 +88,12 @@ def create_app(learner: Learner) -> Flask:
     def models() -> Response:
         """Every stored version (newest first) with its metrics and promotion decision."""
         try:
-            versions = learner.registry.list_versions()
+            versions = learner.registry.list_versions()  # only versions whose signature verifies
             current = learner.registry.current_version()
+        except Untrusted as error:  # a forged current.json: say so, list the rest
+            return jsonify(
+                current_version=None, current_refused=error.reason, models=versions[::-1]
+            )
         except RegistryError as error:
             raise _registry_unavailable(error) from None
         return jsonify(current_version=current, models=versions[::-1])
@@ -116,6 +120,8 @@ def create_app(learner: Learner) -> Flask:
             raise ApiError(400, "invalid_version", str(error)) from None
         except VersionNotFound as error:
             raise ApiError(404, "version_not_found", str(error)) from None
+        except Untrusted as error:
+            raise ApiError(409, "version_untrusted", str(error)) from None
         except Busy as error:
             raise ApiError(503, "busy", str(error), {"Retry-After": "5"}) from None
         except RegistryError as error:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tagloop.channels.bus import DEFAULT_REJECT_LOG_BACKUPS, DEFAULT_REJECT_LOG_MAX_BYTES
+from tagloop.domain.signing import SIGNING_KEY_VAR, KeySettings, Signer
 from tagloop.settings import (
     CommonSettings,
     ConfigError,
@@ -38,6 +39,20 @@ class LearnerSettings:
     admin_token: str | None
     reject_log_max_bytes: int
     reject_log_backups: int
+    keys: KeySettings
+    """TAGLOOP_MODEL_SIGNING_KEY_FILE, the key models and current.json are signed with (required
+    by `Learner.from_settings`), and keys trusted besides its own (TAGLOOP_MODEL_PUBLIC_KEYS /
+    _FILE): the previous key while the signing key rotates."""
+
+    def require_signer(self) -> Signer:
+        signer = self.keys.signer()
+        if signer is None:
+            raise ConfigError(
+                f"{SIGNING_KEY_VAR} is not set: the learner signs every model and the "
+                "current pointer, and replicas serve nothing unsigned; create a key with "
+                "`tagloop keygen <path>` (the local stack makes one in its var directory)"
+            )
+        return signer
 
     @property
     def feedback_csv(self) -> Path:
@@ -84,4 +99,5 @@ class LearnerSettings:
                 minimum=0,
                 maximum=100,
             ),
+            keys=KeySettings.from_env(env),
         )

@@ -82,9 +82,10 @@ class Learner:
 
     @classmethod
     def from_settings(cls, settings: LearnerSettings) -> Learner:
-        return cls(
-            settings, Bus(settings.common.gcp_project), Registry.from_settings(settings.common)
+        registry = Registry.from_settings(
+            settings.common, signer=settings.require_signer(), trusted=settings.keys.trusted()
         )
+        return cls(settings, Bus(settings.common.gcp_project), registry)
 
     def start(self) -> None:
         for thread in (self.broadcaster, self.refitter, self.ingestor):

@@ -75,6 +75,13 @@ class LearnerMetrics:
             registry=r,
         )
         self.fit_in_progress = Gauge("tagloop_fit_in_progress", "1 while a fit runs.", registry=r)
+        self.model_refusals = Counter(
+            "tagloop_model_refusals",
+            "Registry objects (current.json, a version's metadata) refused as not signed by a "
+            "trusted key, by reason; the gate then compares with the learner's own current model.",
+            ["reason"],
+            registry=r,
+        )
         self.fit_duration = Histogram(
             "tagloop_fit_duration_seconds",
             "Fit + evaluation time of a candidate model.",

@@ -12,7 +12,12 @@ absorbed in a few large fits rather than lagging behind in small ones).
 The candidate is scored on the fixed test set and promoted only if its F1
 macro is not worse than the current model's by more than the tolerance.
 Every candidate is stored in the registry with its decision; a promoted one
-also moves `current.json` and is broadcast. Registry calls are retried with
+also moves `current.json` and is broadcast. The registry signs both with the
+learner's key and verifies what it reads, so the model the gate compares
+with is always one the learner signed: an unsigned or forged `current.json`
+(or metadata) is refused and counted, and the gate falls back to the
+learner's own current model, so a forgery can neither raise the bar nor stop
+learning. Registry calls are retried with
 backoff while ingestion goes on; the data is durable, so nothing is lost.
 """
 
@@ -44,7 +49,13 @@ from learning_service.training import (
     training_corpus,
     worker_init,
 )
-from tagloop.channels.registry import Registry, RegistryError, VersionNotFound, new_version
+from tagloop.channels.registry import (
+    Registry,
+    RegistryError,
+    Untrusted,
+    VersionNotFound,
+    new_version,
+)
 from tagloop.domain.messages import ModelUpdate
 
 log = logging.getLogger(__name__)
@@ -195,17 +206,15 @@ class Refitter(threading.Thread):
         shutil.rmtree(self.work_dir, ignore_errors=True)  # candidates of a crashed run
         self.work_dir.mkdir(parents=True)
         versions = self._retry("registry.list_versions", self.registry.list_versions)
-        current = self._retry("registry.current_version", self.registry.current_version)
         by_name = {meta["version"]: meta for meta in versions}
+        current = self._retry("registry.current_version", lambda: self._signed_current(by_name))
         latest_rows = versions[-1].get("feedback_rows", 0) if versions else 0
         with self._wake:
             self.mark = min(latest_rows if isinstance(latest_rows, int) else 0, len(self.store))
             self._needs_bootstrap = current is None
             self.loaded = True
         if current is not None:
-            metadata = by_name.get(current) or self._retry(
-                "registry.get_metadata", lambda: self.registry.get_metadata(current)
-            )
+            metadata = by_name[current]
             with self._wake:
                 self.current = metadata
             self.metrics.set_current_model(
@@ -218,6 +227,34 @@ class Refitter(threading.Thread):
             len(self.store) - self.mark,
             len(self.store),
         )
+
+    def _signed_current(self, verified: Mapping[str, dict[str, Any]]) -> str | None:
+        """At start-up: current.json's version if it and its metadata verify (`verified`: every
+        version whose signed metadata list_versions read). Otherwise the newest version the
+        learner signed as promoted, and current.json is rewritten (signed) to name it."""
+        try:
+            current = self.registry.current_version()
+        except Untrusted as error:
+            self._refused(error)
+        else:
+            if current is None or current in verified:
+                return current
+            self._refused(Untrusted("unsigned", f"current.json names {current}, unverified"))
+        promoted = [
+            version
+            for version, metadata in verified.items()
+            if metadata.get("decision", {}).get("promoted") is True
+        ]
+        if not promoted:
+            return None
+        restored = max(promoted)
+        log.warning("restoring a signed current.json naming %s", restored)
+        self.registry.set_current(restored)
+        return restored
+
+    def _refused(self, error: Untrusted) -> None:
+        self.metrics.model_refusals.labels(error.reason).inc()
+        log.error("refused a registry object: %s", error, extra={"reason": error.reason})
 
     def _seconds_until_allowed(self) -> float:
         if self._last_start is None:
@@ -342,8 +379,9 @@ class Refitter(threading.Thread):
     def _commit(self, version: str, work: Path, candidate: dict[str, Any]) -> None:
         """Gate against the model that is current now, store the candidate, maybe promote it."""
         with self._commit_lock:
-            current = self._retry("registry.current_version", self.registry.current_version)
-            current_metrics = self._current_metrics(current) if current else None
+            baseline = self._retry("registry.current_version", self._baseline)
+            current = baseline["version"] if baseline else None
+            current_metrics = self._current_metrics(baseline) if baseline else None
             decision, label = gate(
                 candidate["metrics"], current_metrics, self.settings.promotion_tolerance
             )
@@ -377,16 +415,37 @@ class Refitter(threading.Thread):
                 raise
             return self.registry.artifact_uri(version)
 
-    def _current_metrics(self, version: str) -> dict[str, Any] | None:
+    def _baseline(self) -> dict[str, Any] | None:
+        """The signed metadata of the model a candidate must not fall behind: current.json's
+        version when the pointer and the metadata verify, else the learner's own current."""
+        try:
+            current = self.registry.current_version()
+            return None if current is None else self.registry.get_metadata(current)
+        except Untrusted as error:
+            self._refused(error)
+            with self._wake:
+                return self.current
+
+    def _current_metrics(self, metadata: Mapping[str, Any]) -> dict[str, Any] | None:
         """The current model's test metrics; re-scored if they were measured on another test set."""
-        metadata = self._retry("registry.get_metadata", lambda: self.registry.get_metadata(version))
+        version = metadata["version"]
         metrics = metadata.get("metrics")
         if metadata.get("test_data_sha256") == self.test_digest and isinstance(metrics, dict):
             return metrics
         log.info("test set changed since %s was scored: re-scoring it", version)
         bundle = Path(tempfile.mkdtemp(prefix=f"current-{version}-", dir=self.work_dir))
+
+        def fetch() -> bool:
+            try:
+                self.registry.fetch(version, bundle)
+            except Untrusted as error:
+                self._refused(error)
+                return False
+            return True
+
         try:
-            self._retry("registry.fetch", lambda: self.registry.fetch(version, bundle))
+            if not self._retry("registry.fetch", fetch):
+                return None
             return self._in_worker(score_bundle, str(bundle), metadata["sha256"], self.test)
         except (Stopped, BrokenProcessPool):
             raise

@@ -76,6 +76,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from tagloop.domain.signing import generate_key_files
+
+    if args.private_key.exists():
+        print(f"tagloop keygen: {args.private_key} exists; not overwriting a key", file=sys.stderr)
+        return 2
+    public = generate_key_files(args.private_key)
+    print(
+        f"private key (the learner's TAGLOOP_MODEL_SIGNING_KEY_FILE, mode 0600): "
+        f"{args.private_key}\npublic key (replicas' TAGLOOP_MODEL_PUBLIC_KEYS_FILE): {public}",
+        file=sys.stderr,
+    )
+    return 0
+
+
 SERVICES = {
     # service name -> module whose `run(host, port) -> int` serves it in the foreground
     "learning": "learning_service.serve",
@@ -185,6 +200,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "evaluate": cmd_evaluate,
     "predict": cmd_predict,
     "serve": cmd_serve,
+    "keygen": cmd_keygen,
     "models": cmd_models,
     "export": cmd_export,
     "replay": cmd_replay,
@@ -246,6 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("service", choices=sorted(SERVICES))
     serve.add_argument("--host", help="bind address (default: $TAGLOOP_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: $TAGLOOP_PORT or the service's)")
+    keygen = sub.add_parser(
+        "keygen", help="create the learner's Ed25519 model-signing key and <key>.pub beside it"
+    )
+    keygen.add_argument("private_key", type=Path, metavar="PRIVATE_KEY_FILE")
     models = sub.add_parser(
         "models",
         help="list, show, promote or roll back model versions through the learner's API "

@@ -13,6 +13,7 @@ from typing import Any
 
 import requests
 
+from tagloop.domain.versions import check_version
 from tagloop.errors import TagloopError
 from tagloop.settings import env_optional, env_str
 
@@ -44,14 +45,16 @@ class LearnerClient:
 
     def show(self, version: str) -> dict[str, Any]:
         """One stored version's metadata (LearnerApiError when there is none)."""
+        check_version(version)
         for metadata in self.models()[1]:
             if metadata.get("version") == version:
                 return metadata
         raise LearnerApiError(f"no model version {version!r} in the registry")
 
     def promote(self, version: str) -> dict[str, Any]:
-        """Make `version` current; the learner broadcasts it to every replica."""
-        return self._call("POST", f"/api/models/{version}/promote")
+        """Make `version` current; the learner broadcasts it to every replica. The id is
+        checked first: it becomes part of the URL path."""
+        return self._call("POST", f"/api/models/{check_version(version)}/promote")
 
     def rollback(self) -> dict[str, Any]:
         """Return to the promoted version before the current one."""

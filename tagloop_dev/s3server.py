@@ -29,7 +29,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from tagloop.errors import TagloopError
 from tagloop.settings import env_str
@@ -159,8 +159,9 @@ class S3Server:
             env["TAGLOOP_S3_BUCKET"] = self.bucket
         return env
 
-    def registry(self, bucket: str | None = None) -> Registry:
-        """A Registry on this server (the launcher's bucket unless another is named)."""
+    def registry(self, bucket: str | None = None, **options: Any) -> Registry:
+        """A Registry on this server (the launcher's bucket unless another is named); `options`
+        go to `Registry` (e.g. `signer=`, `trusted=`)."""
         from tagloop.channels.registry import Registry  # boto3 is imported only when needed
 
         name = bucket or self.bucket
@@ -171,6 +172,7 @@ class S3Server:
             endpoint_url=self.endpoint_url,
             access_key=self.access_key,
             secret_key=self.secret_key,
+            **options,
         )
 
     def output(self) -> str:

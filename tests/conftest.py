@@ -1,6 +1,7 @@
 """Fixtures are grouped by concern in tests/fixtures/; each module is a plugin."""
 
 pytest_plugins = [
+    "tests.fixtures.keys",
     "tests.fixtures.model",
     "tests.fixtures.pubsub",
     "tests.fixtures.infra",

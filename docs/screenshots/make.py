@@ -29,6 +29,7 @@ from tagloop_dev.emulator.launcher import EmulatorProcess, free_port  # noqa: E4
 from tagloop_dev.s3server import S3Server  # noqa: E402
 from tests.fixtures.browser import CHROMIUM_ARGS, chromium_path  # noqa: E402
 from tests.fixtures.inference import ModelPublisher, replica_env, start_replica  # noqa: E402
+from tests.fixtures.keys import model_signer  # noqa: E402
 from tests.fixtures.ui import start_ui  # noqa: E402
 
 TITLE = "How to merge two pandas dataframes on a column in Python?"
@@ -92,7 +93,7 @@ def main() -> int:
             EmulatorProcess() as emulator,
         ):
             os.environ["PUBSUB_EMULATOR_HOST"] = emulator.host  # for this process's Bus
-            registry = s3.registry("tagloop-models")
+            registry = s3.registry("tagloop-models", signer=model_signer())
             registry.ensure_bucket()
             bus = Bus("tagloop-screenshots")
             for topic in ("tag-feedback", "model-updates"):

@@ -6,6 +6,12 @@ Layout in the bucket::
     models/<version>/metadata.json    written last: its presence marks a complete version
     models/current.json               {"version": ...}: the promoted model
 
+With a `Signer` (the learner's private key) every metadata.json and
+current.json is signed (tagloop.domain.signing); with `TrustedKeys` every
+read verifies the signature first and raises `Untrusted` for an unsigned or
+wrongly signed object, so a reader acts only on what the learner wrote.
+Every version id is checked (tagloop.domain.versions) before it becomes a key.
+
 The write order is what keeps readers safe without locks: a writer that dies
 after the artifact leaves a version without metadata.json, which every read
 path treats as absent, and `current.json` only ever moves to a version whose
@@ -25,13 +31,11 @@ import hashlib
 import json
 import logging
 import os
-import re
-import secrets
 import tempfile
 from collections.abc import Callable, Collection, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -41,6 +45,14 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from tagloop.domain.messages import utc_now
+from tagloop.domain.signing import (
+    METADATA_PURPOSE,
+    POINTER_PURPOSE,
+    SignatureError,
+    Signer,
+    TrustedKeys,
+)
+from tagloop.domain.versions import InvalidVersion, check_version, new_version
 from tagloop.errors import TagloopError
 from tagloop.settings import CommonSettings, env_choice, env_int, env_str
 
@@ -52,7 +64,6 @@ PREFIX = "models/"
 CURRENT_KEY = f"{PREFIX}current.json"
 MANUAL_PROMOTION = "manual promotion"
 
-_VERSION_RE = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,99}")
 _MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 _CREDENTIAL_CODES = frozenset(
     {
@@ -84,31 +95,46 @@ class CorruptObject(RegistryError):
     """A registry object that is not what the layout says (bad JSON, wrong shape)."""
 
 
-class InvalidVersion(RegistryError, ValueError):
-    """A version string that cannot be a registry key (e.g. contains '/')."""
-
-
 class NotPromoted(RegistryError):
     """`set_current` on a version whose recorded decision is not "promoted"."""
 
 
-def new_version() -> str:
-    """A sortable unique version: UTC time to the millisecond, then random hex.
+class Untrusted(RegistryError):
+    """An object not signed by a trusted key (or signed for something else); `reason` is the
+    metric label (unsigned, bad_signature, unknown_key, malformed, wrong_version, ...)."""
 
-    Lexical order is creation order (to the millisecond), which is what
-    `list_versions` and humans rely on; the suffix keeps two writers apart.
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"refused ({reason}): {message}")
+        self.reason = reason
+
+
+__all__ = [
+    "ARTIFACT_NAME",
+    "CURRENT_KEY",
+    "CorruptObject",
+    "IntegrityError",
+    "InvalidVersion",
+    "NotPromoted",
+    "Pointer",
+    "Registry",
+    "RegistryError",
+    "Untrusted",
+    "VersionNotFound",
+    "check_version",
+    "new_version",
+]
+
+
+@dataclass(frozen=True)
+class Pointer:
+    """What models/current.json says: the promoted version and its artifact's digest.
+
+    `sha256` and `issued_at` are None only in an unsigned registry's legacy pointer.
     """
-    now = datetime.now(UTC)
-    return f"{now:%Y%m%dT%H%M%S}{now.microsecond // 1000:03d}Z-{secrets.token_hex(3)}"
 
-
-def check_version(version: str) -> str:
-    if not isinstance(version, str) or not _VERSION_RE.fullmatch(version):
-        raise InvalidVersion(
-            f"invalid model version {version!r}: use letters, digits, '.', '_' or '-' "
-            "(at most 100 characters)"
-        )
-    return version
+    version: str
+    sha256: str | None
+    issued_at: str | None
 
 
 def make_s3_client(
@@ -188,10 +214,16 @@ class Registry:
         region: str = "us-east-1",
         access_key: str | None = None,
         secret_key: str | None = None,
+        signer: Signer | None = None,
+        trusted: TrustedKeys | None = None,
         **client_options: Any,
     ) -> None:
         self.bucket = bucket
         self.endpoint_url = endpoint_url
+        self.signer = signer
+        # A writer trusts its own key (plus any others given, e.g. the previous one in a rotation).
+        own = TrustedKeys.of([signer.public]) if signer is not None else None
+        self.trusted = trusted + own if trusted and own else (trusted or own)
         self.client = make_s3_client(
             endpoint_url,
             region=region,
@@ -203,7 +235,12 @@ class Registry:
 
     @classmethod
     def from_settings(
-        cls, settings: CommonSettings, env: Mapping[str, str] | None = None
+        cls,
+        settings: CommonSettings,
+        env: Mapping[str, str] | None = None,
+        *,
+        signer: Signer | None = None,
+        trusted: TrustedKeys | None = None,
     ) -> Registry:
         """The registry the services use; region and retry policy from the standard AWS_* names."""
         env = os.environ if env is None else env
@@ -211,6 +248,8 @@ class Registry:
             settings.s3_bucket,
             endpoint_url=settings.s3_endpoint_url,
             addressing_style=settings.s3_addressing_style,
+            signer=signer,
+            trusted=trusted,
             region=env_str(env, "AWS_DEFAULT_REGION", "us-east-1"),
             retry_mode=env_choice(env, "AWS_RETRY_MODE", "standard", ("standard", "adaptive")),
             max_attempts=env_int(env, "AWS_MAX_ATTEMPTS", 5, minimum=1, maximum=20),
@@ -345,7 +384,8 @@ class Registry:
             "sha256": sha256,
         }
         _check_decision(document["decision"])
-        encoded = _encode(document)  # unserialisable metadata fails before anything is uploaded
+        # Unserialisable metadata fails before anything is uploaded.
+        encoded = _encode(self._signed(METADATA_PURPOSE, document))
         with self._s3(f"upload {self.artifact_key(version)}"), artifact.open("rb") as body:
             self.client.put_object(
                 Bucket=self.bucket,
@@ -360,22 +400,50 @@ class Registry:
         return self.artifact_uri(version)
 
     def get_metadata(self, version: str) -> dict[str, Any]:
-        """A complete version's metadata; VersionNotFound if absent or incomplete."""
+        """A complete version's metadata; VersionNotFound if absent or incomplete, Untrusted
+        if this registry verifies signatures and the metadata's does not hold."""
         key = self.metadata_key(version)
         metadata = self._get_json(key, f"read {key}", self._missing(version))
+        self._verify(METADATA_PURPOSE, metadata, f"s3://{self.bucket}/{key}")
         if not isinstance(metadata, dict) or not isinstance(metadata.get("sha256"), str):
             raise CorruptObject(f"s3://{self.bucket}/{key}: not a model metadata object")
+        if self.trusted is not None and metadata.get("version") != version:
+            # Signed metadata copied under another version's key.
+            raise Untrusted(
+                "wrong_version", f"s3://{self.bucket}/{key} is signed for another version"
+            )
         return metadata
+
+    def current_pointer(self) -> Pointer | None:
+        """models/current.json (verified when this registry has trusted keys), or None before
+        the first promotion."""
+        try:
+            document = self._get_json(CURRENT_KEY, f"read {CURRENT_KEY}", _Absent)
+        except _Absent:
+            return None
+        where = f"s3://{self.bucket}/{CURRENT_KEY}"
+        self._verify(POINTER_PURPOSE, document, where)
+        if not isinstance(document, dict) or not isinstance(document.get("version"), str):
+            raise CorruptObject(f'{where}: expected {{"version": str}}')
+        try:
+            version = check_version(document["version"])
+        except InvalidVersion as error:
+            raise CorruptObject(f"{where}: {error}") from None
+        sha256, issued_at = document.get("sha256"), document.get("issued_at")
+        if self.trusted is not None and not (
+            isinstance(sha256, str) and isinstance(issued_at, str)
+        ):
+            raise Untrusted("malformed", f"{where}: a signed pointer needs sha256 and issued_at")
+        return Pointer(
+            version,
+            sha256 if isinstance(sha256, str) else None,
+            issued_at if isinstance(issued_at, str) else None,
+        )
 
     def current_version(self) -> str | None:
         """The promoted version named by models/current.json, or None before the first one."""
-        try:
-            pointer = self._get_json(CURRENT_KEY, f"read {CURRENT_KEY}", _Absent)
-        except _Absent:
-            return None
-        if not isinstance(pointer, dict) or not isinstance(pointer.get("version"), str):
-            raise CorruptObject(f's3://{self.bucket}/{CURRENT_KEY}: expected {{"version": str}}')
-        return pointer["version"]
+        pointer = self.current_pointer()
+        return None if pointer is None else pointer.version
 
     def set_current(self, version: str) -> None:
         """Point models/current.json at a complete version that passed the promotion gate."""
@@ -388,7 +456,10 @@ class Registry:
             )
         if not self._exists(self.artifact_key(version), f"check {self.artifact_key(version)}"):
             raise VersionNotFound(f"model version {version!r} has metadata but no artifact")
-        self._put_json(CURRENT_KEY, _encode({"version": version}), f"write {CURRENT_KEY}")
+        pointer = {"version": version, "sha256": metadata["sha256"], "issued_at": utc_now()}
+        self._put_json(
+            CURRENT_KEY, _encode(self._signed(POINTER_PURPOSE, pointer)), f"write {CURRENT_KEY}"
+        )
         log.info("current model version is now %s", version, extra={"version": version})
 
     def list_versions(self) -> list[dict[str, Any]]:
@@ -410,7 +481,7 @@ class Registry:
         def read(version: str) -> dict[str, Any] | None:
             try:
                 return self.get_metadata(version)
-            except (CorruptObject, InvalidVersion, VersionNotFound) as error:
+            except (CorruptObject, InvalidVersion, VersionNotFound, Untrusted) as error:
                 log.warning("skipping model version %s: %s", version, error)
                 return None
 
@@ -449,18 +520,30 @@ class Registry:
         """Roll back or forward to a complete version: mark it promoted, then move current.json.
 
         A version that was promoted before keeps its original decision.
-        Returns the version's (possibly updated) metadata.
+        Returns the version's (possibly updated, then re-signed) metadata.
         """
         metadata = self.get_metadata(version)
         decision = metadata.get("decision")
         if not (isinstance(decision, dict) and decision.get("promoted") is True):
             metadata["decision"] = {"promoted": True, "reason": reason}
+            metadata = self._signed(METADATA_PURPOSE, metadata)
             key = self.metadata_key(version)
             self._put_json(key, _encode(metadata), f"update {key}")
         self.set_current(version)
         return metadata
 
     # --- helpers -------------------------------------------------------------
+
+    def _signed(self, purpose: str, document: dict[str, Any]) -> dict[str, Any]:
+        return document if self.signer is None else self.signer.sign(purpose, document)
+
+    def _verify(self, purpose: str, document: Any, where: str) -> None:
+        if self.trusted is None:
+            return
+        try:
+            self.trusted.verify(purpose, document)
+        except SignatureError as error:
+            raise Untrusted(error.reason, f"{where}: {error.detail}") from None
 
     def _exists(self, key: str | None, action: str) -> bool:
         """HEAD an object (or the bucket itself when `key` is None)."""

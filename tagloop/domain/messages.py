@@ -23,6 +23,7 @@ from typing import Any
 
 from tagloop.domain import strict_json
 from tagloop.domain.tags import InvalidTag, normalize_tags
+from tagloop.domain.versions import InvalidVersion, check_version
 
 FEEDBACK_SCHEMA = "tagloop.feedback.v1"
 MODEL_UPDATE_SCHEMA = "tagloop.domain.model-update.v1"
@@ -220,6 +221,10 @@ class ModelUpdate:
         for name in ("version", "artifact_uri", "sha256"):
             if not isinstance(payload.get(name), str) or not payload[name]:
                 raise InvalidMessage("missing_field", f"{name} must be a non-empty string")
+        try:
+            check_version(payload["version"])
+        except InvalidVersion as error:
+            raise InvalidMessage("invalid_version", str(error)) from None
         sha = payload["sha256"]
         if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
             raise InvalidMessage("bad_sha256", "sha256 must be 64 lower-case hex digits")

@@ -12,6 +12,10 @@ Ports come from one base port (`--base-port`, default 8000) plus the fixed
 offsets of the contract layout: UI +80, replicas +1, +2, ..., learner +10,
 Pub/Sub emulator +85, S3 +333. Tests run the same code on another base and
 another var directory.
+
+The learner's model-signing key is made on the first `up` in
+`<var>/keys/model-signing.key` (mode 0600) with its public half beside it;
+only the learner is given the private key's path, the replicas the public one.
 """
 
 from __future__ import annotations
@@ -131,6 +135,11 @@ class Stack:
         return self.var_dir / "log"
 
     @property
+    def signing_key(self) -> Path:
+        """The learner's private model-signing key (made by `prepare` if missing)."""
+        return self.var_dir / "keys" / "model-signing.key"
+
+    @property
     def conf_path(self) -> Path:
         return self.var_dir / "supervisor" / "supervisord.conf"
 
@@ -156,10 +165,16 @@ class Stack:
             "AWS_DEFAULT_REGION": "us-east-1",
             "TAGLOOP_CORS_ORIGIN": self.ui_url,
             "TAGLOOP_UI_UPSTREAMS": ",".join(self.url(port) for port in self.ports.inference),
+            # The stack's own model-signing key pair, never keys from the caller's environment.
+            "TAGLOOP_MODEL_SIGNING_KEY_FILE": "",
+            "TAGLOOP_MODEL_PUBLIC_KEYS": "",
+            "TAGLOOP_MODEL_PUBLIC_KEYS_FILE": "",
         }
 
     def programs(self) -> list[Program]:
         """Every part in start order, each with the environment it needs."""
+        from tagloop.domain.signing import public_key_path  # cryptography: not for --help
+
         shared = self.topology_env()
         var = self.var_dir
 
@@ -196,7 +211,11 @@ class Stack:
             Program(
                 "learning",
                 command(ports.learning, "serve", "learning"),
-                {**shared, "TAGLOOP_DATA_DIR": str(var / "learner")},
+                {
+                    **shared,
+                    "TAGLOOP_DATA_DIR": str(var / "learner"),
+                    "TAGLOOP_MODEL_SIGNING_KEY_FILE": str(self.signing_key),
+                },
                 ports.learning,
                 stage=1,
                 probe="http",
@@ -217,7 +236,11 @@ class Stack:
                 Program(
                     name,
                     command(port, "serve", "inference"),
-                    {**shared, "TAGLOOP_MODEL_CACHE_DIR": str(var / name / "model-cache")},
+                    {
+                        **shared,
+                        "TAGLOOP_MODEL_CACHE_DIR": str(var / name / "model-cache"),
+                        "TAGLOOP_MODEL_PUBLIC_KEYS_FILE": str(public_key_path(self.signing_key)),
+                    },
                     port,
                     # After the learner: a replica that starts then finds a current model.
                     stage=2,
@@ -319,6 +342,10 @@ def prepare(stack: Stack) -> None:
     for directory in (stack.var_dir, stack.log_dir, stack.conf_path.parent):
         directory.mkdir(parents=True, exist_ok=True)
     (stack.var_dir / MARKER).write_text("state of `tagloop up`; `tagloop reset` wipes it\n")
+    if not stack.signing_key.exists():
+        from tagloop.domain.signing import generate_key_files
+
+        generate_key_files(stack.signing_key)
     stack.conf_path.write_text(supervisor_conf(stack))
 
 

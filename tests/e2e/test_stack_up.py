@@ -46,7 +46,9 @@ def test_ctrl_c_during_start_up_stops_every_part(tmp_path: Path) -> None:
 def test_a_part_that_cannot_start_fails_up_with_its_log(tmp_path: Path) -> None:
     base = free_base_port()
     command = [sys.executable, "-m", "tagloop.cli", "up", "--base-port", str(base)]
-    command += ["--var-dir", str(tmp_path / "var"), "--timeout", "15"]
+    # Long enough for a loaded machine to import the learner and let it fail
+    # at least once (about 13 s at a load average of 16 on two cores).
+    command += ["--var-dir", str(tmp_path / "var"), "--timeout", "45"]
     result = subprocess.run(
         command,
         env={**os.environ, "TAGLOOP_REFIT_EVERY": "0"},  # the learner refuses to start
@@ -56,7 +58,9 @@ def test_a_part_that_cannot_start_fails_up_with_its_log(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 1
-    assert "learning: not ready in time" in result.stderr
+    assert any(
+        f"learning: {why}" in result.stderr for why in ("not ready in time", "gave up restarting")
+    )
     assert "TAGLOOP_REFIT_EVERY must be" in result.stderr  # the end of the learner's log
     assert "up: stopped" in result.stdout
     assert not Supervisor(supervisor_socket(tmp_path / "var")).running()

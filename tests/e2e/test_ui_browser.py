@@ -28,6 +28,7 @@ from tagloop.domain.messages import FEEDBACK_SCHEMA
 from tagloop.domain.tags import ALIASES, InvalidTag, normalize_tag
 from tagloop_dev.s3server import S3Server
 from tests.fixtures.inference import ModelPublisher, Replica, replica_env, start_replica
+from tests.fixtures.keys import model_signer
 from tests.fixtures.pubsub import free_port, unique_project
 from tests.fixtures.s3 import unique_bucket
 from tests.fixtures.ui import UIServer, start_ui
@@ -103,7 +104,7 @@ def loop(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Loop]:
     project, bucket = unique_project("ui"), unique_bucket("ui")
-    registry = s3_server.registry(bucket)
+    registry = s3_server.registry(bucket, signer=model_signer())
     registry.ensure_bucket()
     bus = Bus(project)
     bus.ensure_topic(FEEDBACK_TOPIC)
@@ -372,7 +373,7 @@ def test_no_model_yet_then_the_first_one_arrives(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     project, bucket = unique_project("ui-empty"), unique_bucket("ui-empty")
-    registry = s3_server.registry(bucket)
+    registry = s3_server.registry(bucket, signer=model_signer())
     registry.ensure_bucket()
     bus = Bus(project)
     env = replica_env(

@@ -28,6 +28,7 @@ from tagloop.domain.messages import FEEDBACK_SCHEMA
 from tagloop.web.annotators import address_annotator
 from tagloop_dev.s3server import S3Server
 from tests.fixtures.inference import InferenceSetup, ModelPublisher, Replica, inference_setup
+from tests.fixtures.keys import model_signer
 from tests.fixtures.pubsub import free_port, unique_project
 from tests.fixtures.wait import wait_until
 
@@ -345,7 +346,8 @@ def test_without_pubsub_the_model_loads_and_feedback_is_503(
     the model still comes from the registry, predictions work, feedback is refused."""
     monkeypatch.setenv("PUBSUB_EMULATOR_HOST", f"127.0.0.1:{free_port()}")  # nothing listens
     project = unique_project("inference")
-    version = ModelPublisher(registry, Bus(project), "model-updates", model_bundle).publish(
+    signed = s3_server.registry(registry.bucket, signer=model_signer())
+    version = ModelPublisher(signed, Bus(project), "model-updates", model_bundle).publish(
         broadcast=False
     )
     settings = InferenceSettings.from_env(

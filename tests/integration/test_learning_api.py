@@ -112,7 +112,10 @@ def test_an_unusable_version_name_is_400(make_client: MakeClient):
 
 def test_registry_outage_is_503_with_retry_after(make_client: MakeClient):
     client = make_client()
-    for answer in (client.get("/api/models"), client.post("/api/models/v1/promote", headers=AUTH)):
+    for answer in (
+        client.get("/api/models"),
+        client.post("/api/models/20260101T000000000Z-abcdef/promote", headers=AUTH),
+    ):
         assert answer.status_code == 503
         assert answer.json["error"]["code"] == "registry_unavailable"
         assert answer.headers["Retry-After"] == "5"

@@ -13,17 +13,21 @@ from pathlib import Path
 import pytest
 
 from tagloop.channels.registry import (
+    CURRENT_KEY,
     CorruptObject,
     IntegrityError,
     InvalidVersion,
     NotPromoted,
     Registry,
     RegistryError,
+    Untrusted,
     VersionNotFound,
     new_version,
 )
+from tagloop.domain.signing import TrustedKeys
 from tagloop.settings import CommonSettings, ConfigError
 from tagloop_dev.s3server import S3Server
+from tests.fixtures.keys import model_signer
 from tests.fixtures.s3 import unique_bucket
 from tests.fixtures.wait import wait_until
 
@@ -80,7 +84,11 @@ def test_put_get_list_and_current(registry: Registry, tmp_path: Path) -> None:
     registry.set_current(first)
     assert registry.current_version() == first
     current = registry.client.get_object(Bucket=registry.bucket, Key="models/current.json")
-    assert json.loads(current["Body"].read()) == {"version": first}
+    pointer = json.loads(current["Body"].read())
+    assert (
+        pointer["version"] == first and pointer["sha256"] == registry.get_metadata(first)["sha256"]
+    )
+    assert "signature" not in pointer  # this registry has no signer
 
 
 def test_fetch_verifies_and_writes_the_bundle(registry: Registry, tmp_path: Path) -> None:
@@ -134,7 +142,7 @@ def test_unknown_versions_are_refused(registry: Registry, tmp_path: Path) -> Non
             action(missing)
     with pytest.raises(VersionNotFound):
         registry.fetch(missing, tmp_path / "dest")
-    for bad in ("../escape", "a/b", "", "-leading-dash", "x" * 101):
+    for bad in ("../escape", "a/b", "", "-leading-dash", "x" * 101, f"{missing}/../x"):
         with pytest.raises(InvalidVersion):
             registry.get_metadata(bad)
 
@@ -286,3 +294,75 @@ def test_ensure_bucket_is_idempotent(s3_server: S3Server) -> None:
     registry.ensure_bucket()
     registry.client.head_bucket(Bucket=registry.bucket)
     registry.client.delete_bucket(Bucket=registry.bucket)
+
+
+def signed_pair(s3_server: S3Server, registry: Registry) -> tuple[Registry, Registry]:
+    """The learner's view (signs, verifies with its own key) and a replica's (verifies only)."""
+    learner = s3_server.registry(registry.bucket, signer=model_signer())
+    replica = s3_server.registry(registry.bucket, trusted=TrustedKeys.of([model_signer().public]))
+    return learner, replica
+
+
+def test_a_signing_registry_signs_metadata_and_pointer(
+    s3_server: S3Server, registry: Registry, tmp_path: Path
+) -> None:
+    learner, replica = signed_pair(s3_server, registry)
+    version = put(learner, tmp_path, b"signed model", PROMOTED)
+    learner.set_current(version)
+    metadata = replica.get_metadata(version)
+    assert metadata["signature"]["key_id"] == model_signer().key_id
+    pointer = replica.current_pointer()
+    assert pointer is not None and pointer.version == version
+    assert pointer.sha256 == metadata["sha256"] and pointer.issued_at
+    assert (replica.fetch(version, tmp_path / "cache" / version) / "model.npz").read_bytes() == (
+        b"signed model"
+    )
+
+    rejected = put(learner, tmp_path, b"rejected", REJECTED)
+    learner.promote(rejected)  # the changed decision is signed again
+    assert replica.get_metadata(rejected)["decision"] == {
+        "promoted": True,
+        "reason": "manual promotion",
+    }
+    assert replica.current_version() == rejected
+    learner.promote(version)
+    assert replica.current_version() == version
+
+
+def test_a_verifying_registry_refuses_what_the_learner_did_not_sign(
+    s3_server: S3Server, registry: Registry, tmp_path: Path
+) -> None:
+    learner, replica = signed_pair(s3_server, registry)
+    unsigned = put(registry, tmp_path, b"unsigned", PROMOTED)
+    good = put(learner, tmp_path, b"good", PROMOTED)
+    with pytest.raises(Untrusted, match="unsigned"):
+        replica.get_metadata(unsigned)
+    with pytest.raises(Untrusted, match="unsigned"):
+        replica.fetch(unsigned, tmp_path / "dest")
+    assert not (tmp_path / "dest" / "model.npz").exists()
+    assert [m["version"] for m in replica.list_versions()] == [good]
+
+    # Genuine signed metadata copied under another version's key.
+    copy = new_version()
+    body = registry.client.get_object(Bucket=registry.bucket, Key=Registry.metadata_key(good))
+    registry.client.put_object(
+        Bucket=registry.bucket, Key=Registry.metadata_key(copy), Body=body["Body"].read()
+    )
+    with pytest.raises(Untrusted, match="wrong_version"):
+        replica.get_metadata(copy)
+
+    # A tampered artifact under genuine signed metadata.
+    registry.client.put_object(
+        Bucket=registry.bucket, Key=Registry.artifact_key(good), Body=b"tampered"
+    )
+    with pytest.raises(IntegrityError):
+        replica.fetch(good, tmp_path / "dest2")
+
+    registry.set_current(unsigned)
+    with pytest.raises(Untrusted, match="unsigned"):
+        replica.current_version()
+    registry.client.put_object(
+        Bucket=registry.bucket, Key=CURRENT_KEY, Body=json.dumps({"version": "../x"}).encode()
+    )
+    with pytest.raises(CorruptObject, match="invalid model version"):
+        registry.current_version()
