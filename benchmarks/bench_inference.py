@@ -37,7 +37,8 @@ from tagloop.domain.bundle import save_bundle
 from tagloop.domain.data import load_labeled, load_titles
 from tagloop.domain.model import TagModel
 from tagloop.domain.signing import Signer, public_key_text
-from tagloop_dev.emulator.launcher import EmulatorProcess, free_port
+from tagloop_dev.emulator.launcher import EmulatorProcess
+from tagloop_dev.processes import free_port
 from tagloop_dev.s3server import S3Server
 
 ROOT = Path(__file__).resolve().parents[1]

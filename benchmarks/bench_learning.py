@@ -30,6 +30,7 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import command, machine
@@ -148,7 +149,7 @@ class Bench:
         learner = self.learner("refit", NEVER).start(ready=True)
         while learner.get("/api/status")["corpus"]["feedback_rows"] < 5000:
             time.sleep(0.1)
-        runs = []
+        runs: list[dict[str, Any]] = []
         for _ in range(repeat + 1):  # the first, with a cold worker, is not counted
             started = time.perf_counter()
             answer = learner.post("/api/retrain", TOKEN)
@@ -221,7 +222,7 @@ def main() -> None:
         bus = Bus(PROJECT)
         bus.ensure_topic(MODEL_TOPIC)
         bench = Bench(base_env, Path(tmp), bus)
-        results = {
+        results: dict[str, Any] = {
             "command": command(),
             "machine": machine(),
             "bootstrap_to_ready_seconds": round(bench.bootstrap(), 2),

@@ -42,8 +42,8 @@ from tagloop_dev.stack.config import DEFAULT_BASE_PORT, Ports
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-METRICS = ("f1_macro", "f1_micro", "f1_weighted", "accuracy", "average_precision_macro")
-METRICS += ("roc_auc_macro", "hamming_loss")
+METRICS: tuple[str, ...] = ("f1_macro", "f1_micro", "f1_weighted", "accuracy")
+METRICS += ("average_precision_macro", "roc_auc_macro", "hamming_loss")
 FRESHNESS_TARGET = 20.0
 TREND_WINDOW = 5  # candidates averaged at each end of the replay
 POLL = 0.05

@@ -15,6 +15,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import command, machine
@@ -24,14 +25,14 @@ from tagloop.domain.evaluation import evaluate
 from tagloop.domain.model import TagModel
 
 ROOT = Path(__file__).resolve().parents[1]
-SETTINGS = [
+SETTINGS: list[dict[str, Any]] = [
     {"C": 0.3, "min_df": 2},  # the defaults
     {"C": 0.1, "min_df": 2},
     {"C": 1.0, "min_df": 2},
     {"C": 0.3, "min_df": 1},
 ]
 MAX_TAGS = (2, 3, 5)
-THRESHOLD_RULES = [
+THRESHOLD_RULES: list[dict[str, Any]] = [
     {"threshold_smoothing": 1, "threshold_prior": 0.0},  # raw per-tag F1 peak
     {"threshold_smoothing": 9, "threshold_prior": 0.0},
     {"threshold_smoothing": 1, "threshold_prior": 20.0},

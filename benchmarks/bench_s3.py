@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from machine import command, machine
@@ -64,11 +65,11 @@ def registry_latencies(
     for run in range(max(repeat, versions)):
         version = new_version()
         times["put_version_s"].append(
-            timed(lambda v=version: registry.put_version(v, bundle, {"decision": PROMOTED}))
+            timed(partial(registry.put_version, version, bundle, {"decision": PROMOTED}))
         )
         if run < repeat:
-            times["fetch_s"].append(timed(lambda v=version: registry.fetch(v, root / v)))
-            times["set_current_s"].append(timed(lambda v=version: registry.set_current(v)))
+            times["fetch_s"].append(timed(partial(registry.fetch, version, root / version)))
+            times["set_current_s"].append(timed(partial(registry.set_current, version)))
             times["current_version_s"].append(timed(registry.current_version))
     times["list_versions_s"] = [timed(registry.list_versions) for _ in range(repeat)]
     return times

@@ -9,13 +9,11 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from urllib.parse import quote
 
 from flask import Flask, Response, g, jsonify, request, send_from_directory
 from prometheus_client import Counter
-from werkzeug.middleware.proxy_fix import ProxyFix
 
-from frontend.proxy import UpstreamError, UpstreamPool
+from frontend.proxy import ROUTES, UpstreamError, UpstreamPool
 from frontend.settings import UISettings
 from frontend.tag_rules import tag_rules
 from tagloop.web import httpmetrics
@@ -27,7 +25,15 @@ from tagloop.web.annotators import (
     address_annotator,
     identity_annotator,
 )
-from tagloop.web.api import ApiError, error_response, install_json_errors, install_security_headers
+from tagloop.web.api import (
+    ApiError,
+    error_response,
+    install_json_errors,
+    install_security_headers,
+    keep_json_key_order,
+    refuse_redirects,
+)
+from tagloop.web.forwarding import TrustedProxyFix
 
 log = logging.getLogger(__name__)
 
@@ -75,14 +81,31 @@ def _query_int(name: str, default: int, minimum: int, maximum: int) -> int:
     return value
 
 
+def _known_route() -> str:
+    """The request's path if it is an inference route exactly as sent, else a 404 or 405.
+
+    The path is compared as the client wrote it (before percent-decoding), so
+    an encoded or dot-segment path can never be turned into another route.
+    """
+    raw = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI") or request.path
+    path = raw.partition("?")[0]
+    methods = ROUTES.get(path)
+    if methods is None or path != request.path:
+        raise ApiError(404, "not_found", "no such API route")
+    if request.method not in methods:
+        raise ApiError(
+            405, "method_not_allowed", "method not allowed", {"Allow": ", ".join(sorted(methods))}
+        )
+    return path
+
+
 def create_app(settings: UISettings, titles: list[str], pool: UpstreamPool | None = None) -> Flask:
     """Build the app; `titles` is the queue (loaded once by the caller, shared by workers)."""
     app = Flask(__name__, static_folder=str(STATIC_DIR), static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-    app.json.sort_keys = False
-    if settings.proxy_hops:
-        hops = settings.proxy_hops
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
+    keep_json_key_order(app)
+    if settings.proxy.enabled:
+        app.wsgi_app = TrustedProxyFix(app.wsgi_app, settings.proxy)  # type: ignore[method-assign]
     upstreams = pool or UpstreamPool(
         settings.upstreams,
         settings.upstream_timeout_seconds,
@@ -96,6 +119,7 @@ def create_app(settings: UISettings, titles: list[str], pool: UpstreamPool | Non
     }
 
     install_json_errors(app)
+    refuse_redirects(app)
     httpmetrics.install(app)
     install_security_headers(app, csp=PAGE_CSP)
     cookies = AnnotatorCookies(settings.annotator_secret)
@@ -173,8 +197,8 @@ def create_app(settings: UISettings, titles: list[str], pool: UpstreamPool | Non
 
     @app.route("/api/<path:rest>", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"])
     def api(rest: str) -> Response:
-        """Forward to an inference replica; answer with its status, body and headers."""
-        path = quote(request.path, safe="/:@!$&'()*+,;=-._~")
+        """Forward a known inference route to a replica; answer with its status, body, headers."""
+        path = _known_route()
         if request.query_string:
             path += "?" + request.query_string.decode("latin-1")
         forwarded = {
@@ -188,7 +212,7 @@ def create_app(settings: UISettings, titles: list[str], pool: UpstreamPool | Non
                 request.method, path, request.get_data(cache=False), request.headers, forwarded
             )
         except UpstreamError as error:
-            log.warning("no upstream answered %s %s: %s", request.method, request.path, error)
+            log.warning("no upstream answered %s %s: %s", request.method, path, error)
             return error_response(error.status, error.code, error.message, {"Retry-After": "5"})
         g.upstream = answer.upstream
         return Response(answer.body, status=answer.status, headers=answer.headers)

@@ -1,11 +1,16 @@
 """Forwarding `/api/*` to the inference replicas: round-robin with failover.
 
+Only the inference API's own routes pass (`ROUTES`), each forwarded under its
+canonical path: a path the UI would have to decode or normalise first
+(`/api/..%2fmetrics`, `/api//model`) is not one of them, so nothing but the
+public API is reachable through the UI.
+
 Each request starts at the next upstream in turn. A connection that cannot be
 established moves on to the next upstream, and the failed one is tried last
 for a few seconds, so a stopped replica costs one refused connection rather
 than one per request. A request whose connection broke after it was sent is
-retried elsewhere only when the method is idempotent: a feedback POST must not
-be published twice.
+sent once more, to another upstream, only when repeating it is safe (reads and
+predictions); a feedback POST must not be published twice.
 """
 
 from __future__ import annotations
@@ -15,12 +20,33 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
-import requests
-from requests.adapters import HTTPAdapter
-from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+from urllib3 import connection_from_url
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+)
+from urllib3.util import Timeout
+from werkzeug.datastructures import Headers
 
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+# The inference API (inference_service/openapi.json, a test keeps them equal): path ->
+# methods, and whether a request whose connection broke may be sent again.
+ROUTES: dict[str, frozenset[str]] = {
+    "/api/predict": frozenset({"POST"}),
+    "/api/feedback": frozenset({"POST"}),
+    "/api/model": frozenset({"GET", "HEAD"}),
+    "/api/tags": frozenset({"GET", "HEAD"}),
+    "/api/openapi.json": frozenset({"GET", "HEAD"}),
+}
+SAFE_TO_REPEAT = frozenset(
+    {
+        ("POST", "/api/predict"),  # a prediction changes nothing
+        *((method, path) for path, methods in ROUTES.items() for method in methods - {"POST"}),
+    }
+)
 
 # Request headers worth passing on; everything else (cookies, auth of the UI
 # origin, hop-by-hop headers) stays at the edge.
@@ -66,14 +92,6 @@ class Answer:
     upstream: str
 
 
-def _connect_failed(error: requests.ConnectionError) -> bool:
-    """True when the request never reached the upstream (safe to send elsewhere)."""
-    if isinstance(error, requests.ConnectTimeout):
-        return True
-    reason = getattr(error.args[0], "reason", None) if error.args else None
-    return isinstance(reason, NewConnectionError | ConnectTimeoutError)
-
-
 class UpstreamPool:
     """A pooled HTTP client over several equivalent base URLs."""
 
@@ -86,12 +104,18 @@ class UpstreamPool:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.upstreams = tuple(upstreams)
-        self.timeout = (min(CONNECT_TIMEOUT_SECONDS, timeout_seconds), timeout_seconds)
-        self.session = requests.Session()
-        self.session.trust_env = False  # never route replica traffic through an HTTP proxy
-        adapter = HTTPAdapter(pool_connections=len(self.upstreams), pool_maxsize=pool_size)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
+        # urllib3's pools directly (no requests.Session layers: they cost more CPU than the
+        # replica's whole answer), kept-alive connections, no proxy from the environment.
+        timeout = Timeout(
+            connect=min(CONNECT_TIMEOUT_SECONDS, timeout_seconds), read=timeout_seconds
+        )
+        self._pools = {
+            upstream: (
+                connection_from_url(upstream, maxsize=pool_size, timeout=timeout, retries=False),
+                urlsplit(upstream).path,
+            )
+            for upstream in self.upstreams
+        }
         self._on_attempt = on_attempt or (lambda upstream, outcome: None)
         self._clock = clock
         self._turn = itertools.count()
@@ -119,55 +143,63 @@ class UpstreamPool:
         method: str,
         path: str,
         body: bytes,
-        headers: Mapping[str, str],
+        headers: Mapping[str, str] | Headers,
         forwarded: Mapping[str, str],
     ) -> Answer:
         """Send one request and return the first upstream answer.
 
-        `path` includes the query string; of the client's `headers` only the
-        content-negotiation ones pass; `forwarded` (X-Forwarded-*) is added as is.
+        `path` is one of `ROUTES`, followed by the query string; of the
+        client's `headers` only the content-negotiation ones pass; `forwarded`
+        (X-Forwarded-*) is added as is.
         """
         lowered = {name.lower(): value for name, value in headers.items()}
         sent = {n: lowered[n.lower()] for n in FORWARDED_REQUEST_HEADERS if n.lower() in lowered}
         sent.update(forwarded)
         sent["Accept-Encoding"] = "identity"
+        repeatable = (method, path.partition("?")[0]) in SAFE_TO_REPEAT
         for upstream in self.order():
+            pool, prefix = self._pools[upstream]
             try:
-                response = self.session.request(
+                response = pool.urlopen(
                     method,
-                    upstream + path,
-                    data=body or None,
+                    prefix + path,
+                    body=body or None,
                     headers=sent,
-                    timeout=self.timeout,
-                    allow_redirects=False,
+                    redirect=False,
+                    assert_same_host=False,
+                    decode_content=False,
                 )
-            except requests.ConnectionError as error:
-                if _connect_failed(error):
-                    self._mark(upstream, healthy=False)
-                    self._on_attempt(upstream, "connect_error")
-                    continue
-                self._on_attempt(upstream, "broken")
-                if method in IDEMPOTENT_METHODS:
-                    continue
-                raise UpstreamError(
-                    502, "upstream_failed", "The tagging service dropped the connection."
-                ) from error
-            except requests.Timeout as error:
+            except (NewConnectionError, ConnectTimeoutError):
+                # NewConnectionError is a ConnectTimeoutError: the request never left.
+                self._mark(upstream, healthy=False)
+                self._on_attempt(upstream, "connect_error")
+                continue
+            except ReadTimeoutError as error:
                 self._on_attempt(upstream, "timeout")
                 raise UpstreamError(
                     504, "upstream_timeout", "The tagging service took too long to answer."
+                ) from error
+            except (ProtocolError, OSError) as error:
+                self._on_attempt(upstream, "broken")
+                self._mark(upstream, healthy=False)
+                if repeatable:
+                    repeatable = False  # once: a request that breaks replicas must not visit all
+                    continue
+                raise UpstreamError(
+                    502, "upstream_failed", "The tagging service dropped the connection."
                 ) from error
             self._mark(upstream, healthy=True)
             self._on_attempt(upstream, "ok")
             kept = [
                 (name, value)
-                for name, value in response.raw.headers.items()
+                for name, value in response.headers.items()
                 if name.lower() not in DROPPED_RESPONSE_HEADERS
             ]
-            return Answer(response.status_code, response.content, kept, upstream)
+            return Answer(response.status, response.data, kept, upstream)
         raise UpstreamError(
             503, "upstream_unavailable", "The tagging service cannot be reached right now."
         )
 
     def close(self) -> None:
-        self.session.close()
+        for pool, _ in self._pools.values():
+            pool.close()

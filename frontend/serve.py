@@ -1,4 +1,4 @@
-"""`tagloop serve ui`: the UI server under gunicorn (gthread), as in the container image.
+"""`tagloop serve ui`: the UI server under gunicorn (buffered gthread), as in the container image.
 
 Settings and the queue file are validated in the master before any worker
 starts, so a bad variable or file stops start-up with a clear message instead
@@ -19,12 +19,18 @@ from frontend.settings import UISettings
 from frontend.tag_rules import tag_rules
 from tagloop.domain.data import load_titles
 from tagloop.logs import configure_logging
-from tagloop.web.wsgi_server import bind_address, fresh_metrics_dir, run_application
+from tagloop.web.wsgi_server import (
+    BUFFERED_WORKER,
+    WORKER_CONNECTIONS,
+    bind_address,
+    fresh_metrics_dir,
+    run_application,
+)
 
 log = logging.getLogger(__name__)
 
 
-class _RootLogger(glogging.Logger):
+class _RootLogger(glogging.Logger):  # type: ignore[misc]  # gunicorn ships no type hints
     """Gunicorn's messages go through the root logger, hence `configure_logging`'s format."""
 
     def setup(self, cfg: Any) -> None:
@@ -39,7 +45,7 @@ def _child_exit(server: Any, worker: Any) -> None:
     multiprocess.mark_process_dead(worker.pid)
 
 
-class _Application(BaseApplication):
+class _Application(BaseApplication):  # type: ignore[misc]  # gunicorn ships no type hints
     def __init__(self, factory: Callable[[], Any], options: dict[str, Any]) -> None:
         self.factory = factory
         self.options = options
@@ -58,7 +64,9 @@ def gunicorn_options(settings: UISettings, host: str, port: int) -> dict[str, An
         "bind": [bind_address(host, port)],
         "workers": settings.workers,
         "threads": settings.threads,
-        "worker_class": "gthread",
+        # gthread that collects each request before a thread takes it (slow clients).
+        "worker_class": BUFFERED_WORKER,
+        "worker_connections": WORKER_CONNECTIONS,
         "timeout": 30,
         # Below Kubernetes' 30 s termination grace period.
         "graceful_timeout": 20,

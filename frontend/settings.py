@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from tagloop.settings import ConfigError, env_float, env_int, env_str
+from tagloop.web.forwarding import ProxyChain
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ class UISettings:
     workers: int
     threads: int
     upstream_timeout_seconds: float
-    proxy_hops: int
+    proxy: ProxyChain
     model_poll_seconds: float
     annotator_secret: bytes
     identity_header: str | None
@@ -84,7 +85,7 @@ class UISettings:
                 env, "TAGLOOP_UI_UPSTREAM_TIMEOUT_SECONDS", 30.0, minimum=0.1, maximum=300.0
             ),
             # Proxies in front of the UI (an ingress) whose X-Forwarded-* headers are trusted.
-            proxy_hops=env_int(env, "TAGLOOP_PROXY_HOPS", 0, minimum=0, maximum=10),
+            proxy=ProxyChain.from_env(env, default_hops=0),
             model_poll_seconds=env_float(
                 env, "TAGLOOP_UI_MODEL_POLL_SECONDS", 15.0, minimum=0.1, maximum=3600.0
             ),

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
-from werkzeug.middleware.proxy_fix import ProxyFix
 
 from inference_service import metrics
 from inference_service.config import MAX_BATCH, MAX_BODY_BYTES, InferenceSettings
@@ -28,7 +27,10 @@ from tagloop.web.api import (
     install_json_errors,
     install_security_headers,
     json_body,
+    keep_json_key_order,
+    refuse_redirects,
 )
+from tagloop.web.forwarding import TrustedProxyFix
 
 CANDIDATES = 5
 """Next-best tags returned beside the chosen ones, for the UI's suggestions."""
@@ -38,7 +40,8 @@ SPEC_PATH = Path(__file__).with_name("openapi.json")
 
 
 def runtime_of(app: Flask) -> Runtime:
-    return app.extensions[EXTENSION]
+    runtime: Runtime = app.extensions[EXTENSION]
+    return runtime
 
 
 def create_app(settings: InferenceSettings | None = None, runtime: Runtime | None = None) -> Flask:
@@ -46,15 +49,16 @@ def create_app(settings: InferenceSettings | None = None, runtime: Runtime | Non
     runtime = runtime or Runtime(settings)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    keep_json_key_order(app)
     app.extensions[EXTENSION] = runtime
-    if settings.proxy_hops:
+    if settings.proxy.enabled:
         # The client address for rate limiting is the one our proxies (the UI) saw.
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops)  # type: ignore[method-assign]
+        app.wsgi_app = TrustedProxyFix(app.wsgi_app, settings.proxy)  # type: ignore[method-assign]
     httpmetrics.install(app)  # first, so that every answer below is counted
     install_cors(app, settings.cors_origin)
     install_security_headers(app)
     install_json_errors(app)
+    refuse_redirects(app)
     holder = runtime.holder
     spec = SPEC_PATH.read_bytes()
 
@@ -82,8 +86,11 @@ def create_app(settings: InferenceSettings | None = None, runtime: Runtime | Non
     @app.post("/api/feedback")
     def feedback() -> tuple[Response, int]:
         runtime.feedback.check_rate(request.remote_addr or "unknown")
+        # The UI's annotator header is believed exactly when its X-Forwarded-For is:
+        # the peer is a trusted proxy, so TrustedProxyFix rewrote the address.
+        trusted_hop = "werkzeug.proxy_fix.orig" in request.environ
         annotator = replica_annotator(
-            request.headers.get(ANNOTATOR_HEADER), request.remote_addr, settings.proxy_hops > 0
+            request.headers.get(ANNOTATOR_HEADER), request.remote_addr, trusted_hop
         )
         feedback_id = runtime.feedback.submit(json_body(), annotator)
         return jsonify({"feedback_id": feedback_id}), 202

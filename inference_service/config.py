@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tagloop.domain.signing import KeySettings
 from tagloop.settings import CommonSettings, data_path, env_float, env_int, env_str
+from tagloop.web.forwarding import ProxyChain
 
 # A JSON body bigger than this is refused with 413 before it is parsed:
 # 1,000 titles of 300 characters, JSON-escaped, fit comfortably.
@@ -27,7 +28,7 @@ class InferenceSettings:
     feedback_rate: float
     feedback_burst: int
     publish_timeout_seconds: float
-    proxy_hops: int
+    proxy: ProxyChain
     keys: KeySettings
     """The learner's public key(s): TAGLOOP_MODEL_PUBLIC_KEYS and/or _FILE. With neither, no
     model is ever loaded (the replica stays not ready and says why)."""
@@ -47,6 +48,6 @@ class InferenceSettings:
             publish_timeout_seconds=env_float(
                 env, "TAGLOOP_PUBLISH_TIMEOUT_SECONDS", 5.0, minimum=0.1, maximum=25.0
             ),
-            proxy_hops=env_int(env, "TAGLOOP_PROXY_HOPS", 1, minimum=0, maximum=10),
+            proxy=ProxyChain.from_env(env, default_hops=1),
             keys=KeySettings.from_env(env),
         )

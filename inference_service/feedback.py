@@ -7,12 +7,15 @@ retry with the same `feedback_id`, which the learner deduplicates.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
+import sqlite3
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from inference_service import metrics
@@ -24,6 +27,8 @@ log = logging.getLogger(__name__)
 
 MAX_TRACKED_CLIENTS = 10_000
 SERVER_FIELDS = frozenset({"submitted_at", "annotator"})
+RATE_LIMIT_FILE = "feedback-rate-limit.sqlite"
+"""In the multiprocess directory (`tagloop serve` empties it at start; not a metrics `*.db`)."""
 
 
 class RateLimiter:
@@ -62,10 +67,80 @@ class RateLimiter:
         return wait
 
 
+class SharedRateLimiter:
+    """The same token buckets, one table for every worker of a replica (a SQLite file).
+
+    Per-worker buckets let a replica admit workers x burst at once and a client
+    landing on several workers got most of a flood through. The table lives in
+    the replica's multiprocess directory; one UPSERT per request updates a
+    bucket atomically across processes. A bucket idle long enough to be full
+    again carries no information and is pruned, so the table holds only the
+    clients of the last `burst / rate` seconds. CLOCK_MONOTONIC is system-wide,
+    so the workers' clocks agree.
+    """
+
+    PRUNE_EVERY = 1000
+
+    def __init__(
+        self,
+        path: Path,
+        rate: float,
+        burst: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.path, self.rate, self.burst, self.clock = path, rate, burst, clock
+        self._local = threading.local()
+        self._calls = itertools.count()
+
+    def _db(self) -> sqlite3.Connection:
+        """One connection per thread (and per process: created after gunicorn forked)."""
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=OFF")  # rebuilt empty at every start: no durability
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS buckets"
+                " (client TEXT PRIMARY KEY, tokens REAL, updated REAL, allowed INTEGER)"
+                " WITHOUT ROWID"
+            )
+            self._local.db = db
+        return db
+
+    def acquire(self, client: str) -> float:
+        """Take a token: 0.0 if allowed, else the seconds until one is available."""
+        now, burst, rate = self.clock(), float(self.burst), self.rate
+        db = self._db()
+        refilled = "min(:burst, tokens + (:now - updated) * :rate)"
+        tokens, allowed = db.execute(
+            "INSERT INTO buckets (client, tokens, updated, allowed)"
+            " VALUES (:client, :burst - 1, :now, 1)"
+            " ON CONFLICT (client) DO UPDATE SET"
+            f" tokens = CASE WHEN {refilled} >= 1 THEN {refilled} - 1 ELSE {refilled} END,"
+            f" allowed = {refilled} >= 1, updated = :now"
+            " RETURNING tokens, allowed",
+            {"client": client, "burst": burst, "now": now, "rate": rate},
+        ).fetchone()
+        if next(self._calls) % self.PRUNE_EVERY == 0:
+            db.execute("DELETE FROM buckets WHERE updated < ?", (now - burst / rate,))
+        return 0.0 if allowed else (1.0 - tokens) / rate
+
+
+def rate_limiter(
+    rate: float, burst: int, shared_dir: str | None
+) -> RateLimiter | SharedRateLimiter:
+    """Shared by the workers when they have a multiprocess directory, else per process."""
+    if shared_dir:
+        return SharedRateLimiter(Path(shared_dir) / RATE_LIMIT_FILE, rate, burst)
+    return RateLimiter(rate, burst)
+
+
 class FeedbackPublisher:
     """Turns a feedback body into a confirmed Pub/Sub message, or an `ApiError`."""
 
-    def __init__(self, bus: Bus, topic: str, timeout: float, limiter: RateLimiter) -> None:
+    def __init__(
+        self, bus: Bus, topic: str, timeout: float, limiter: RateLimiter | SharedRateLimiter
+    ) -> None:
         self.bus, self.topic, self.timeout, self.limiter = bus, topic, timeout, limiter
 
     def check_rate(self, client: str) -> None:

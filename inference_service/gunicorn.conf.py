@@ -17,6 +17,7 @@ from gunicorn import glogging
 
 from inference_service.config import InferenceSettings
 from tagloop.logs import configure_logging
+from tagloop.web.wsgi_server import BUFFERED_WORKER, WORKER_CONNECTIONS
 
 _settings = InferenceSettings.from_env()
 
@@ -24,11 +25,14 @@ wsgi_app = "inference_service.app:create_app()"
 # Import and build the app once in the master: workers fork ready to serve (fast
 # restarts, shared pages). The app holds no network clients until post_worker_init.
 preload_app = True
-worker_class = "gthread"
+# gthread, except that requests are collected in the main loop before a thread
+# takes them: slow and idle clients cannot hold the threads (buffered_worker.py).
+worker_class = BUFFERED_WORKER
 workers = _settings.workers
 threads = _settings.threads
 # Clients are the UI proxy and load balancers that reuse connections.
 keepalive = 15
+worker_connections = WORKER_CONNECTIONS
 timeout = 30
 graceful_timeout = 20
 GIL_SWITCH_SECONDS = 0.001
@@ -36,7 +40,7 @@ GIL_SWITCH_SECONDS = 0.001
 control_socket_disable = True
 
 
-class Logger(glogging.Logger):
+class Logger(glogging.Logger):  # type: ignore[misc]  # gunicorn ships no type hints
     """gunicorn's own messages go through tagloop's handler (JSON lines in containers)."""
 
     def setup(self, cfg: Any) -> None:

@@ -157,7 +157,7 @@ class Reloader:
 
     def _backoff(self) -> float:
         """0.5 s, 1 s, 2 s, ... up to the reconcile period, growing with consecutive failures."""
-        return min(self.reconcile_seconds, RETRY_FIRST_SECONDS * 2 ** min(self._failures, 16))
+        return min(self.reconcile_seconds, RETRY_FIRST_SECONDS * 2.0 ** min(self._failures, 16))
 
     # -- the subscriber thread ------------------------------------------------------
 

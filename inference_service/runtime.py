@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 
 from inference_service.config import InferenceSettings
-from inference_service.feedback import FeedbackPublisher, RateLimiter
+from inference_service.feedback import FeedbackPublisher, rate_limiter
 from inference_service.loader import ModelLoader
 from inference_service.model_holder import ModelHolder
 from inference_service.reloader import Reloader
 from tagloop.channels.bus import Bus
 from tagloop.channels.registry import Registry
+from tagloop.web.httpmetrics import multiprocess_dir
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ class Runtime:
             self.bus,
             settings.common.feedback_topic,
             settings.publish_timeout_seconds,
-            RateLimiter(settings.feedback_rate, settings.feedback_burst),
+            rate_limiter(settings.feedback_rate, settings.feedback_burst, multiprocess_dir()),
         )
         self.reloader: Reloader | None = None
         self.not_ready_reason = "no model loaded yet"

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 CONFIG_FILE = Path(__file__).with_name("gunicorn.conf.py")
 
 
-class InferenceServer(Application):
+class InferenceServer(Application):  # type: ignore[misc]  # gunicorn ships no type hints
     """gunicorn configured from our file and a bind address, never from sys.argv."""
 
     def __init__(self, bind: str) -> None:

@@ -18,7 +18,13 @@ from learning_service.learner import Learner
 from learning_service.refit import Busy
 from tagloop.channels.registry import InvalidVersion, RegistryError, Untrusted, VersionNotFound
 from tagloop.web import httpmetrics
-from tagloop.web.api import ApiError, install_json_errors, install_security_headers
+from tagloop.web.api import (
+    ApiError,
+    install_json_errors,
+    install_security_headers,
+    keep_json_key_order,
+    refuse_redirects,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -59,8 +65,9 @@ def _registry_unavailable(error: RegistryError) -> ApiError:
 def create_app(learner: Learner) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-    app.json.sort_keys = False
+    keep_json_key_order(app)
     install_json_errors(app)
+    refuse_redirects(app)
     install_security_headers(app)
     httpmetrics.install(app)
     admin = _admin(learner.settings.admin_token)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from functools import partial
 
 from learning_service.metrics import LearnerMetrics
 from learning_service.retry import ADMIN_TIMEOUT, Stopped, retry
@@ -63,7 +64,7 @@ class Broadcaster(threading.Thread):
                     return
                 retry(
                     "pubsub.publish_model_update",
-                    lambda update=update: self.bus.publish(self.topic, update, PUBLISH_TIMEOUT),
+                    partial(self.bus.publish, self.topic, update, PUBLISH_TIMEOUT),
                     self.stop,
                     self.metrics.retries,
                 )

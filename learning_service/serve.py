@@ -16,7 +16,7 @@ import signal
 import sys
 from types import FrameType
 
-import waitress
+from waitress.server import create_server
 
 from learning_service.app import create_app
 from learning_service.config import LearnerSettings
@@ -48,7 +48,7 @@ def run(host: str, port: int) -> int:
         log.error("cannot start the learning service: %s", error)
         return 2
     try:
-        server = waitress.create_server(
+        server = create_server(
             create_app(learner), host=host, port=port, threads=HTTP_THREADS, ident="tagloop"
         )
     except OSError as error:

@@ -126,7 +126,9 @@ def worker_init(parent_pid: int) -> None:
     import tagloop.domain.evaluation  # noqa: F401
 
 
-def fit_candidate(train: Corpus, test: Corpus, out_dir: str, metadata: dict[str, Any]) -> dict:
+def fit_candidate(
+    train: Corpus, test: Corpus, out_dir: str, metadata: dict[str, Any]
+) -> dict[str, Any]:
     """Fit on `train`, save the bundle to `out_dir`, score it on `test`; returns its metadata."""
     from tagloop.domain.bundle import save_bundle
     from tagloop.domain.evaluation import evaluate
@@ -147,7 +149,7 @@ def fit_candidate(train: Corpus, test: Corpus, out_dir: str, metadata: dict[str,
     )
 
 
-def score_bundle(bundle_dir: str, expected_sha256: str | None, test: Corpus) -> dict:
+def score_bundle(bundle_dir: str, expected_sha256: str | None, test: Corpus) -> dict[str, Any]:
     """Score an existing bundle on `test` (the current model, when the test set changed)."""
     from tagloop.domain.bundle import load_bundle
     from tagloop.domain.evaluation import evaluate

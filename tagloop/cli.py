@@ -110,7 +110,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     port = args.port or env_int(
         os.environ, "TAGLOOP_PORT", DEFAULT_PORTS[args.service], minimum=1, maximum=65535
     )
-    return importlib.import_module(SERVICES[args.service]).run(host, port)
+    run: Callable[[str, int], int] = importlib.import_module(SERVICES[args.service]).run
+    return run(host, port)
 
 
 def cmd_pubsub_emulator(args: argparse.Namespace) -> int:

@@ -89,7 +89,7 @@ def previous_promoted(current: str | None, versions: list[dict[str, Any]]) -> st
     """
     if current is None:
         raise LearnerApiError("no model is current yet; nothing to roll back")
-    older = sorted(
+    older: list[str] = sorted(
         (
             m["version"]
             for m in versions

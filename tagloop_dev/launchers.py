@@ -9,17 +9,35 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tagloop_dev.processes import free_port, stop_process
+from tagloop_dev.processes import ChildProcess, free_port
 
 START_TIMEOUT = 60.0
-POLL_SECONDS = 0.05
+TAGLOOP = Path(sys.executable).with_name("tagloop")
+
+
+def serve_child(
+    service: str,
+    port: int,
+    env: Mapping[str, str],
+    log_path: Path,
+    new_session: bool = False,
+) -> ChildProcess:
+    """`tagloop serve <service>` on 127.0.0.1:`port` as a (not yet started) child.
+
+    gunicorn-based services (inference, ui) pass `new_session` so that a
+    stop past its deadline kills the master and its workers together.
+    """
+    command = [str(TAGLOOP), "serve", service, "--host", "127.0.0.1", "--port", str(port)]
+    return ChildProcess(
+        f"{service} server on {port}", command, log_path=log_path, env=env, new_session=new_session
+    )
 
 
 def metric(text: str, name: str, **labels: str) -> float:
@@ -39,34 +57,29 @@ class LearnerProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        self.process: subprocess.Popen[bytes] | None = None
+        self.child = serve_child("learning", self.port, env, log_path)
 
-    def start(self, ready: bool = True, timeout: float = START_TIMEOUT) -> LearnerProcess:
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        """The running learner (None while stopped)."""
+        return self.child.process
+
+    def start(self, ready: bool = True, timeout: float = START_TIMEOUT) -> Self:
         """Start, then wait for /healthz, or /readyz (a current model, the subscription pulled)."""
-        command = [str(Path(sys.executable).parent / "tagloop"), "serve", "learning"]
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [*command, "--port", str(self.port)], stdout=log, stderr=log, env=self.env
-            )
+        self.child.env = self.env
+        self.child.start()
         path = "/readyz" if ready else "/healthz"
-        deadline = time.monotonic() + timeout
-        while not self._answers(path):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"learner not answering {path} after {timeout}s")
-            time.sleep(POLL_SECONDS)
+        self.child.wait_ready(lambda: self._answers(path), timeout)
         return self
 
     def _answers(self, path: str) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise RuntimeError(f"learner exited with {self.process.returncode}:\n{self.output()}")
         try:
             return requests.get(self.url + path, timeout=2).status_code == 200
         except requests.ConnectionError:
             return False
 
     def output(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return self.child.output()
 
     def get(self, path: str) -> Any:
         """JSON of a GET (the text for /metrics); raises for an error status."""
@@ -83,14 +96,8 @@ class LearnerProcess:
 
     def kill(self) -> None:
         """SIGKILL: a crash."""
-        assert self.process is not None
-        self.process.kill()
-        self.process.wait(10)
-        self.process = None
+        self.child.kill()
 
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM and wait: a clean shutdown exits 0."""
-        if self.process is None:
-            return 0
-        process, self.process = self.process, None
-        return stop_process(process, timeout)
+        return self.child.stop(timeout)

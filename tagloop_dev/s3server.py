@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -28,12 +27,12 @@ import sysconfig
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from types import FrameType, TracebackType
-from typing import IO, TYPE_CHECKING, Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 from tagloop.errors import TagloopError
 from tagloop.settings import env_str
-from tagloop_dev.processes import stop_process
+from tagloop_dev.processes import ChildExited, ChildNotReady, ChildProcess, Stop, stop_on_signals
 
 if TYPE_CHECKING:
     from tagloop.channels.registry import Registry
@@ -104,7 +103,7 @@ def _free_port_pair(host: str, offset: int, avoid: set[int]) -> int:
                     second.bind((host, port + offset))
                 except OSError:
                     continue
-                return port
+                return int(port)
     raise S3ServerError(f"no free pair of ports {offset} apart on {host}")
 
 
@@ -135,8 +134,12 @@ class S3Server:
         self.access_key = access_key
         self.secret_key = secret_key
         self.log_path = None if log_path is None else Path(log_path)
-        self.process: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
+        self.child = ChildProcess("SeaweedFS", [], log_path=self.log_path)
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        """The running SeaweedFS (None while stopped)."""
+        return self.child.process
 
     @property
     def endpoint_url(self) -> str:
@@ -177,9 +180,7 @@ class S3Server:
 
     def output(self) -> str:
         """What SeaweedFS logged so far, when it logs to a file (for failure messages)."""
-        if self.log_path is None or not self.log_path.exists():
-            return ""
-        return self.log_path.read_text(errors="replace")
+        return self.child.output()
 
     def command(self) -> list[str]:
         """The `weed mini` command line; picks the internal ports (and the S3 port if 0)."""
@@ -242,17 +243,11 @@ class S3Server:
             raise S3ServerError("already started")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._write_identities()
-        if self.log_path is not None:
-            self._log = self.log_path.open("ab")
         started = time.monotonic()
-        self.process = subprocess.Popen(
-            self.command(),
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=self._log,
-        )
+        self.child.command = self.command()
+        self.child.start()
         try:
-            self._wait_ready(started + timeout)
+            self._wait_ready(timeout)
             if self.bucket:
                 self.registry().ensure_bucket()
         except BaseException:
@@ -267,7 +262,7 @@ class S3Server:
         )
         return self
 
-    def _wait_ready(self, deadline: float) -> None:
+    def _wait_ready(self, timeout: float) -> None:
         from tagloop.channels.registry import make_s3_client
 
         client = make_s3_client(
@@ -278,41 +273,30 @@ class S3Server:
             read_timeout=2.0,
             max_attempts=1,
         )
-        last_error: Exception | None = None
-        while True:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise S3ServerError(
-                    f"SeaweedFS exited with status {self.process.returncode} while starting"
-                    f" (ports taken? see the log{' below' if self.log_path else ''})\n"
-                    f"{self.output()[-4000:]}"
-                )
-            try:
-                client.list_buckets()
-                return
-            except Exception as error:  # anything means "not ready yet"
-                last_error = error
-            if time.monotonic() > deadline:
-                raise S3ServerError(
-                    f"S3 API at {self.endpoint_url} not ready in time (last error: {last_error})"
-                    f"\n{self.output()[-4000:]}"
-                )
-            time.sleep(0.05)
+
+        def answers() -> bool:
+            client.list_buckets()
+            return True
+
+        try:
+            self.child.wait_ready(answers, timeout)
+        except ChildExited as error:
+            raise S3ServerError(f"{error}\n(while starting: ports taken? see the log)") from None
+        except ChildNotReady as error:
+            raise S3ServerError(f"S3 API at {self.endpoint_url} not ready in time: {error}") from (
+                error.__cause__
+            )
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM, then SIGKILL after `timeout` seconds; returns the exit status."""
-        process, self.process = self.process, None
-        status = None
-        if process is not None:
-            try:
-                status = stop_process(process, timeout)
-            except subprocess.TimeoutExpired:
-                log.warning("SeaweedFS ignored SIGTERM for %.0f s; killed it", timeout)
-                status = process.returncode
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-        return status
+        process = self.process
+        if process is None:
+            return None
+        try:
+            return self.child.stop(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("SeaweedFS ignored SIGTERM for %.0f s; killed it", timeout)
+            return process.returncode
 
     def wait(self) -> int:
         """Block until SeaweedFS exits; returns its status."""
@@ -330,18 +314,6 @@ class S3Server:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-
-class _Stop(BaseException):
-    """Raised from the signal handler to leave the foreground wait.
-
-    A BaseException, like KeyboardInterrupt, so that no `except Exception`
-    on the way (a readiness poll, a client library) can swallow the stop.
-    """
-
-
-def _raise_stop(signum: int, frame: FrameType | None) -> None:
-    raise _Stop(signal.Signals(signum).name)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -374,19 +346,17 @@ def run(args: argparse.Namespace) -> int:
         access_key=env_str(env, "AWS_ACCESS_KEY_ID", DEFAULT_ACCESS_KEY),
         secret_key=env_str(env, "AWS_SECRET_ACCESS_KEY", DEFAULT_SECRET_KEY),
     )
-    previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        server.start()
-        status = server.wait()
+        with stop_on_signals():
+            server.start()
+            status = server.wait()
         log.error("SeaweedFS exited unexpectedly with status %s", status)
         return 1
-    except _Stop as stop:
+    except Stop as stop:
         log.info("%s received; stopping the S3 server", stop)
         return 0
     except (S3ServerError, RegistryError) as error:
         log.error("S3 server failed: %s", error)
         return 1
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         server.stop()

@@ -25,7 +25,8 @@ from tagloop.domain.bundle import save_bundle  # noqa: E402
 from tagloop.domain.data import load_labeled  # noqa: E402
 from tagloop.domain.evaluation import evaluate  # noqa: E402
 from tagloop.domain.model import TagModel  # noqa: E402
-from tagloop_dev.emulator.launcher import EmulatorProcess, free_port  # noqa: E402
+from tagloop_dev.emulator.launcher import EmulatorProcess  # noqa: E402
+from tagloop_dev.processes import free_port  # noqa: E402
 from tagloop_dev.s3server import S3Server  # noqa: E402
 from tests.fixtures.browser import CHROMIUM_ARGS, chromium_path  # noqa: E402
 from tests.fixtures.inference import ModelPublisher, replica_env, start_replica  # noqa: E402

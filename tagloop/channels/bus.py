@@ -190,7 +190,8 @@ class Bus:
         data, attributes = message.to_message()
         path = self.topic_path(topic)
         try:
-            return self.publisher.publish(path, data, **attributes).result(timeout=timeout)
+            message_id: str = self.publisher.publish(path, data, **attributes).result(timeout)
+            return message_id
         except TimeoutError as error:
             raise PublishError(f"publishing to {path} timed out after {timeout}s") from error
         except gexc.GoogleAPIError as error:

@@ -38,7 +38,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal, cast
 
 import boto3
 from botocore.config import Config
@@ -137,6 +137,10 @@ class Pointer:
     issued_at: str | None
 
 
+AddressingStyle = Literal["auto", "virtual", "path"]
+RetryMode = Literal["legacy", "standard", "adaptive"]
+
+
 def make_s3_client(
     endpoint_url: str | None = None,
     *,
@@ -161,8 +165,9 @@ def make_s3_client(
     config = Config(
         region_name=region,
         signature_version="s3v4",
-        s3={"addressing_style": addressing_style},
-        retries={"mode": retry_mode, "total_max_attempts": max_attempts},
+        # botocore rejects any other value (InvalidS3AddressingStyleError, InvalidRetryModeError).
+        s3={"addressing_style": cast(AddressingStyle, addressing_style)},
+        retries={"mode": cast(RetryMode, retry_mode), "total_max_attempts": max_attempts},
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
         request_checksum_calculation="when_required",

@@ -71,7 +71,9 @@ def _write_atomically(path: Path, write: Any) -> None:
         raise
 
 
-def save_bundle(model: TagModel, out_dir: str | Path, extra_metadata: dict | None = None) -> dict:
+def save_bundle(
+    model: TagModel, out_dir: str | Path, extra_metadata: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Write the artifact then its metadata (with the artifact's sha256); return the metadata."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -111,12 +113,12 @@ def save_bundle(model: TagModel, out_dir: str | Path, extra_metadata: dict | Non
     return metadata
 
 
-def write_metadata(bundle_dir: str | Path, metadata: dict) -> None:
+def write_metadata(bundle_dir: str | Path, metadata: dict[str, Any]) -> None:
     text = json.dumps(metadata, indent=2, sort_keys=True).encode()
     _write_atomically(Path(bundle_dir) / METADATA_NAME, lambda handle: handle.write(text))
 
 
-def read_metadata(bundle_dir: str | Path) -> dict:
+def read_metadata(bundle_dir: str | Path) -> dict[str, Any]:
     path = Path(bundle_dir) / METADATA_NAME
     try:
         metadata = json.loads(path.read_text())
@@ -129,7 +131,7 @@ def read_metadata(bundle_dir: str | Path) -> dict:
 
 def load_bundle(
     bundle_dir: str | Path, expected_sha256: str | None = None
-) -> tuple[TagModel, dict]:
+) -> tuple[TagModel, dict[str, Any]]:
     """Load and validate a bundle; refuse it if its digest is not the expected one.
 
     Without `expected_sha256` the digest recorded in metadata.json is checked,
@@ -159,7 +161,7 @@ def load_bundle(
     return model, metadata
 
 
-def _model_from_arrays(arrays: dict[str, np.ndarray], header: dict) -> TagModel:
+def _model_from_arrays(arrays: dict[str, np.ndarray], header: dict[str, Any]) -> TagModel:
     if header.get("format_version") != FORMAT_VERSION:
         raise BundleError(f"unsupported bundle format {header.get('format_version')!r}")
     model = TagModel(**{k: v for k, v in header["params"].items() if k in _PARAMS})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
@@ -43,7 +43,7 @@ def _f1_scores(truth: np.ndarray, chosen: np.ndarray) -> dict[str, float]:
     }
 
 
-def evaluate(model: Scorer, titles: Sequence[str], tags: Sequence[Sequence[str]]) -> dict:
+def evaluate(model: Scorer, titles: Sequence[str], tags: Sequence[Sequence[str]]) -> dict[str, Any]:
     """Set metrics on the chosen tags, ranking metrics on the scores.
 
     The label space is the model's vocabulary plus any tag of the evaluation

@@ -82,7 +82,7 @@ def _has_surrogate(text: str) -> bool:
     return False
 
 
-def validate_title(title: Any) -> str:
+def validate_title(title: object) -> str:
     """Normalise and bound a question title; shared by the HTTP API and the learner.
 
     The result is one line (control characters folded to spaces, whitespace

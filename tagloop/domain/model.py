@@ -70,7 +70,7 @@ def _best_f1_threshold(
     return float(grid[int(np.argmax(smoothed))])
 
 
-class TagModel(BaseEstimator):
+class TagModel(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no type hints
     """Multi-label tagger following scikit-learn's estimator conventions.
 
     C: SVM regularisation. min_df: drop n-grams seen in fewer titles.
@@ -158,9 +158,8 @@ class TagModel(BaseEstimator):
         own = np.array([best(oof[:, j], Y[:, j]) for j in range(Y.shape[1])])
         positives = Y.sum(axis=0)
         prior = self.threshold_prior
-        return ((positives * own + prior * global_threshold) / (positives + prior)).astype(
-            np.float32
-        )
+        shrunk: np.ndarray = (positives * own + prior * global_threshold) / (positives + prior)
+        return shrunk.astype(np.float32)
 
     def _calibration_slope(self, centered: np.ndarray, Y: np.ndarray) -> float:
         """Platt scaling with the intercept fixed at the threshold (one shared slope)."""
@@ -198,7 +197,8 @@ class TagModel(BaseEstimator):
     def predict_scores(self, titles: Sequence[str]) -> np.ndarray:
         """Calibrated scores in [0, 1]; a tag is chosen when its score is >= 0.5."""
         z = self.slope_ * (self.decision_function(titles) - self.thresholds_)
-        return 1.0 / (1.0 + np.exp(-np.clip(z, -30.0, 30.0)))
+        scores: np.ndarray = 1.0 / (1.0 + np.exp(-np.clip(z, -30.0, 30.0)))
+        return scores
 
     def predict(self, titles: Sequence[str]) -> list[Prediction]:
         return [self._prediction(row) for row in self.predict_scores(titles)]

@@ -11,7 +11,7 @@ message, contracts §3):
 
 The UI server forwards its choice to the replica in `ANNOTATOR_HEADER`. A
 replica believes that header only from a trusted hop (the same trust that
-lets it read X-Forwarded-For, `TAGLOOP_PROXY_HOPS` > 0); otherwise, and when
+lets it read X-Forwarded-For); otherwise, and when
 the header is absent, it uses the client address. A client-chosen body field
 is never believed: the edge overwrites it.
 """

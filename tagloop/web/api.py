@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, request
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
 from tagloop.domain import strict_json
@@ -26,6 +27,9 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cross-Origin-Resource-Policy": "same-origin",
 }
+# Sent only on answers that travelled over TLS (directly, or per a trusted proxy's
+# X-Forwarded-Proto): browsers then refuse plain HTTP to this host for a year.
+HSTS = ("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
 
 
 class ApiError(Exception):
@@ -56,6 +60,13 @@ def _http_code(error: HTTPException) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
 
 
+def keep_json_key_order(app: Flask) -> None:
+    """JSON answers keep the order the code builds them in (Flask sorts keys by default)."""
+    provider = DefaultJSONProvider(app)
+    provider.sort_keys = False
+    app.json = provider
+
+
 def install_json_errors(app: Flask) -> None:
     """Every error, including Werkzeug's own (404, 405, 413), answers JSON."""
 
@@ -66,8 +77,9 @@ def install_json_errors(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException) -> Response:
         response = error_response(error.code or 500, _http_code(error), error.description or "")
-        if error.code == 405 and getattr(error, "valid_methods", None):
-            response.headers["Allow"] = ", ".join(error.valid_methods)
+        allowed = getattr(error, "valid_methods", None)  # MethodNotAllowed's
+        if error.code == 405 and allowed:
+            response.headers["Allow"] = ", ".join(allowed)
         return response
 
     @app.errorhandler(Exception)
@@ -99,13 +111,26 @@ def install_security_headers(app: Flask, csp: str = JSON_CSP) -> None:
     """Defensive headers on every response; a view may set its own CSP first."""
 
     defaults = [*SECURITY_HEADERS.items(), ("Content-Security-Policy", csp)]
+    over_tls = [*defaults, HSTS]
 
     @app.after_request
     def _headers(response: Response) -> Response:
         # One pass over the response's headers (this runs on every request).
         present = {name.lower() for name, _ in response.headers.items()}
-        response.headers.extend([(n, v) for n, v in defaults if n.lower() not in present])
+        wanted = over_tls if request.scheme == "https" else defaults
+        response.headers.extend([(n, v) for n, v in wanted if n.lower() not in present])
         return response
+
+
+def refuse_redirects(app: Flask) -> None:
+    """Route matching never answers a redirect (`//x` -> `/x`, `/x` -> `/x/`).
+
+    Werkzeug builds such redirects from the request's Host header, so any client
+    could have a service point a browser at another site; a path that is not
+    exactly a route is a 404 instead.
+    """
+    app.url_map.merge_slashes = False
+    app.url_map.strict_slashes = False
 
 
 def install_cors(app: Flask, origin: str, path_prefix: str = "/api/") -> None:

@@ -15,6 +15,10 @@ from pathlib import Path
 from gunicorn.app.base import BaseApplication
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+BUFFERED_WORKER = "tagloop.web.buffered_worker.BufferedThreadWorker"
+"""The worker class of both HTTP services (gthread that collects requests first)."""
+WORKER_CONNECTIONS = 1000
+"""Open client connections per worker; beyond it new ones wait in the listen backlog."""
 
 
 def bind_address(host: str, port: int) -> str:
@@ -28,6 +32,8 @@ def fresh_metrics_dir(prefix: str) -> tuple[Path, bool]:
         path = Path(configured)
         path.mkdir(parents=True, exist_ok=True)
         for stale in path.glob("*.db"):  # a previous run's counters must not leak in
+            stale.unlink()
+        for stale in path.glob("*.sqlite*"):  # nor its shared state (rate limits)
             stale.unlink()
         return path, False
     path = Path(tempfile.mkdtemp(prefix=f"tagloop-{prefix}-metrics-"))

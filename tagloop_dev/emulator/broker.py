@@ -28,6 +28,7 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
 from google.pubsub_v1 import types
@@ -36,9 +37,16 @@ from tagloop_dev.emulator.store import Snapshot, Store
 
 log = logging.getLogger(__name__)
 
-PubsubMessage = types.PubsubMessage.pb()
-Topic = types.Topic.pb()
-Subscription = types.Subscription.pb()
+if TYPE_CHECKING:
+    # proto-plus builds these protobuf classes at run time from descriptors,
+    # so there is no static declaration of their fields for mypy to check.
+    PubsubMessage: TypeAlias = Any
+    Topic: TypeAlias = Any
+    Subscription: TypeAlias = Any
+else:
+    PubsubMessage = types.PubsubMessage.pb()
+    Topic = types.Topic.pb()
+    Subscription = types.Subscription.pb()
 
 DELETED_TOPIC = "_deleted-topic_"
 DEFAULT_ACK_DEADLINE = 10
@@ -180,7 +188,8 @@ class Sub:
 
     @property
     def ack_deadline(self) -> int:
-        return self.pb.ack_deadline_seconds
+        seconds: int = self.pb.ack_deadline_seconds
+        return seconds
 
     def notify(self) -> None:
         for stream in self.streams:
@@ -201,7 +210,7 @@ def _ttl(pb: Subscription) -> float | None:
     if not pb.HasField("expiration_policy") or not pb.expiration_policy.HasField("ttl"):
         return None
     ttl = pb.expiration_policy.ttl
-    return ttl.seconds + ttl.nanos / 1e9
+    return float(ttl.seconds + ttl.nanos / 1e9)
 
 
 def parse_ack_ids(ack_ids: Iterable[str]) -> list[tuple[int, int]]:

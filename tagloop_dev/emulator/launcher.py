@@ -15,13 +15,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from types import TracebackType
 
 import grpc
 
-from tagloop_dev.processes import free_port, stop_process
+from tagloop_dev.processes import ChildExited, ChildNotReady, ChildProcess, free_port
 
 
 class EmulatorProcess:
@@ -32,8 +31,13 @@ class EmulatorProcess:
     def __init__(self, port: int | None = None, data_dir: Path | None = None) -> None:
         self.port = port or free_port()
         self.data_dir = data_dir
-        self.process: subprocess.Popen[bytes] | None = None
         self._log = tempfile.NamedTemporaryFile(prefix="pubsub-emulator-", suffix=".log")  # noqa: SIM115
+        self.child = ChildProcess(self.name, [], log_path=Path(self._log.name))
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        """The running emulator (None while stopped)."""
+        return self.child.process
 
     @property
     def host(self) -> str:
@@ -42,7 +46,7 @@ class EmulatorProcess:
 
     def output(self) -> str:
         """Everything the emulator logged so far (for failure messages)."""
-        return Path(self._log.name).read_text(errors="replace")
+        return self.child.output()
 
     def command(self) -> list[str]:
         """The command line that runs this emulator on `self.port`."""
@@ -54,30 +58,30 @@ class EmulatorProcess:
 
     def start(self, timeout: float = 30.0) -> EmulatorProcess:
         """Start it and wait until it accepts gRPC connections."""
-        env = {**os.environ, "TAGLOOP_LOG_FORMAT": "text"}
-        self.process = subprocess.Popen(self.command(), stdout=self._log, stderr=self._log, env=env)
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None:
-                code = self.process.returncode
-                self.process = None
-                raise RuntimeError(f"{self.name} exited with {code}:\n{self.output()}")
-            with grpc.insecure_channel(self.host) as channel:
-                try:
-                    grpc.channel_ready_future(channel).result(timeout=0.5)
-                    return self
-                except grpc.FutureTimeoutError:
-                    pass
-            if time.monotonic() > deadline:
-                self.stop(signal.SIGKILL)
-                raise TimeoutError(f"{self.name} not ready after {timeout}s:\n{self.output()}")
+        self.child.command = self.command()
+        self.child.env = {**os.environ, "TAGLOOP_LOG_FORMAT": "text"}
+        self.child.start()
+        try:
+            self.child.wait_ready(self._accepts_connections, timeout, interval=0)
+        except ChildExited:
+            self.child.process = None
+            raise
+        except ChildNotReady:
+            self.stop(signal.SIGKILL)
+            raise
+        return self
+
+    def _accepts_connections(self) -> bool:
+        with grpc.insecure_channel(self.host) as channel:
+            try:
+                grpc.channel_ready_future(channel).result(timeout=0.5)
+            except grpc.FutureTimeoutError:
+                return False
+            return True
 
     def stop(self, signum: int = signal.SIGTERM, timeout: float = 15.0) -> int:
         """Signal the emulator and wait for it to exit; returns the exit status."""
-        if self.process is None:
-            return 0
-        process, self.process = self.process, None
-        return stop_process(process, timeout, signum)
+        return self.child.stop(timeout, signum)
 
     def __enter__(self) -> EmulatorProcess:
         return self.start()

@@ -37,8 +37,10 @@ PublishResponse = types.PublishResponse.pb()
 ListTopicsResponse = types.ListTopicsResponse.pb()
 ListSubscriptionsResponse = types.ListSubscriptionsResponse.pb()
 ListTopicSubscriptionsResponse = types.ListTopicSubscriptionsResponse.pb()
+# The servicer's context: requests and responses are protobuf messages built at run time.
+Context = grpc.aio.ServicerContext[Any, Any]
 
-Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+Handler = Callable[[Any, Context], Awaitable[Any]]
 
 
 def _page(items: list[Any], page_size: int, token: str) -> tuple[list[Any], str]:
@@ -69,7 +71,7 @@ class PubSubService:
         def pb(name: str) -> Any:
             return getattr(types, name).pb()
 
-        def unary(method: Handler, request: str, response: Any) -> grpc.RpcMethodHandler:
+        def unary(method: Handler, request: str, response: Any) -> grpc.RpcMethodHandler[Any, Any]:
             return grpc.unary_unary_rpc_method_handler(
                 _guard(method),
                 request_deserializer=pb(request).FromString,
@@ -120,54 +122,55 @@ class PubSubService:
 
     # -- Publisher -----------------------------------------------------------
 
-    async def create_topic(self, request: Any, _: grpc.aio.ServicerContext) -> Any:
+    async def create_topic(self, request: Any, _: Context) -> Any:
         return await self.broker.create_topic(request)
 
-    async def get_topic(self, request: Any, _: grpc.aio.ServicerContext) -> Any:
+    async def get_topic(self, request: Any, _: Context) -> Any:
         return self.broker.get_topic(request.topic)
 
-    async def list_topics(self, request: Any, _: grpc.aio.ServicerContext) -> Any:
+    async def list_topics(self, request: Any, _: Context) -> Any:
         topics = self.broker.list_topics(request.project)
         page, token = _page(topics, request.page_size, request.page_token)
         return ListTopicsResponse(topics=page, next_page_token=token)
 
-    async def list_topic_subscriptions(self, request: Any, _: grpc.aio.ServicerContext) -> Any:
+    async def list_topic_subscriptions(self, request: Any, _: Context) -> Any:
         names = self.broker.topic_subscriptions(request.topic)
         page, token = _page(names, request.page_size, request.page_token)
         return ListTopicSubscriptionsResponse(subscriptions=page, next_page_token=token)
 
-    async def delete_topic(self, request: Any, _: grpc.aio.ServicerContext) -> Any:
+    async def delete_topic(self, request: Any, _: Context) -> Any:
         await self.broker.delete_topic(request.topic)
         return EMPTY
 
-    async def publish(self, request: Any, _: grpc.aio.ServicerContext) -> Any:
+    async def publish(self, request: Any, _: Context) -> Any:
         ids = await self.broker.publish(request.topic, request.messages)
         return PublishResponse(message_ids=ids)
 
     # -- Subscriber ------------------------------------------------------------
 
-    async def create_subscription(self, request: Any, _: grpc.aio.ServicerContext) -> Any:
+    async def create_subscription(self, request: Any, _: Context) -> Any:
         return await self.broker.create_subscription(request)
 
-    async def get_subscription(self, request: Any, _: grpc.aio.ServicerContext) -> Any:
+    async def get_subscription(self, request: Any, _: Context) -> Any:
         return self.broker.get_subscription(request.subscription)
 
-    async def update_subscription(self, request: Any, _: grpc.aio.ServicerContext) -> Any:
+    async def update_subscription(self, request: Any, _: Context) -> Any:
         return await self.broker.update_subscription(request)
 
-    async def list_subscriptions(self, request: Any, _: grpc.aio.ServicerContext) -> Any:
+    async def list_subscriptions(self, request: Any, _: Context) -> Any:
         subs = self.broker.list_subscriptions(request.project)
         page, token = _page(subs, request.page_size, request.page_token)
         return ListSubscriptionsResponse(subscriptions=page, next_page_token=token)
 
-    async def delete_subscription(self, request: Any, _: grpc.aio.ServicerContext) -> Any:
+    async def delete_subscription(self, request: Any, _: Context) -> Any:
         await self.broker.delete_subscription(request.subscription)
         return EMPTY
 
-    async def pull(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def pull(self, request: Any, context: Context) -> Any:
         wait = 0.0
         if not request.return_immediately:
-            remaining = context.time_remaining()
+            # None without a client deadline (the stubs say float).
+            remaining: float | None = context.time_remaining()
             # Answer (possibly empty) before the client's deadline, never with DEADLINE_EXCEEDED.
             wait = (
                 PULL_WAIT_SECONDS if remaining is None else min(PULL_WAIT_SECONDS, remaining * 0.8)
@@ -177,18 +180,18 @@ class PubSubService:
         _fill(batch, response.received_messages)
         return response
 
-    async def acknowledge(self, request: Any, _: grpc.aio.ServicerContext) -> Any:
+    async def acknowledge(self, request: Any, _: Context) -> Any:
         await self.broker.acknowledge(request.subscription, request.ack_ids)
         return EMPTY
 
-    async def modify_ack_deadline(self, request: Any, _: grpc.aio.ServicerContext) -> Any:
+    async def modify_ack_deadline(self, request: Any, _: Context) -> Any:
         self.broker.modify_ack_deadline(
             request.subscription, request.ack_ids, request.ack_deadline_seconds
         )
         return EMPTY
 
     async def streaming_pull(
-        self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
+        self, requests: AsyncIterator[Any], context: Context
     ) -> AsyncIterator[Any]:
         """Push batches while the client's flow-control window has room.
 
@@ -224,7 +227,7 @@ class PubSubService:
             reader.cancel()
             self.broker.close_stream(stream)
         reason = stream.closed
-        if reason is not None and reason.code is not grpc.StatusCode.OK:
+        if reason.code is not grpc.StatusCode.OK:
             await context.abort(reason.code, reason.message)
 
     async def _read(self, first: Any, requests: AsyncIterator[Any], stream: Stream) -> None:
@@ -258,7 +261,7 @@ class PubSubService:
 def _guard(method: Handler) -> Handler:
     """Turn broker refusals into gRPC status codes, and crashes into INTERNAL."""
 
-    async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def handle(request: Any, context: Context) -> Any:
         try:
             return await method(request, context)
         except BrokerError as error:

@@ -15,6 +15,7 @@ import fcntl
 import logging
 import sqlite3
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +36,8 @@ DELETE FROM pending WHERE sub NOT IN (SELECT name FROM subscriptions);
 DELETE FROM messages WHERE id NOT IN (SELECT msg FROM pending);
 """
 
-Op = tuple[str, list[tuple]]
+Row = tuple[object, ...]
+Op = tuple[str, Sequence[Row]]
 
 
 @dataclass
@@ -96,7 +98,7 @@ class Store:
 
     # -- staging (event-loop thread) ---------------------------------------
 
-    def _stage(self, sql: str, rows: list[tuple]) -> None:
+    def _stage(self, sql: str, rows: Sequence[Row]) -> None:
         with self._cond:
             self._ops.append((sql, rows))
 

@@ -15,12 +15,12 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 from typing import TextIO
 
 import requests
 
 from tagloop.settings import env_str
+from tagloop_dev.processes import Stop, stop_on_signals
 from tagloop_dev.s3server import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY
 from tagloop_dev.stack.config import Program, Stack, StackError, prepare, taken_ports
 from tagloop_dev.stack.supervision import FAILED_STATES, Supervisor, shutdown, spawn_supervisord
@@ -35,12 +35,7 @@ def log_tail(path: Path, lines: int = 30) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-class _Stop(BaseException):
-    """Raised from the SIGINT/SIGTERM handler; a BaseException so no `except Exception` eats it."""
-
-
-def _raise_stop(signum: int, frame: FrameType | None) -> None:
-    raise _Stop(signal.Signals(signum).name)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class Probes:
@@ -139,38 +134,37 @@ def up(stack: Stack, timeout: float = 300.0, out: TextIO = sys.stdout) -> int:
         return 1
     prepare(stack)
     started = time.monotonic()
-    previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    supervisord = spawn_supervisord(stack.conf_path, stack.log_dir / "supervisord.out")
     status = 0
-    try:
-        deadline = started + timeout
-        _wait_for(supervisor.running, deadline, "supervisord did not open its socket")
-        probes = Probes(stack, env_str(os.environ, "TAGLOOP_S3_BUCKET", "tagloop-models"))
-        programs = stack.programs()
-        for stage in sorted({program.stage for program in programs}):
-            members = [program for program in programs if program.stage == stage]
-            _wait_stage(stack, supervisor, supervisord, probes, members, deadline, started, out)
-        print(
-            f"tagloop is ready at {stack.ui_url} ({time.monotonic() - started:.1f} s; "
-            f"logs in {stack.log_dir}). Ctrl+C stops it.",
-            file=out,
-            flush=True,
-        )
-        supervisord.wait()
-        print(f"up: supervisord exited with status {supervisord.returncode}", file=sys.stderr)
-        status = 1
-    except _Stop as stop:
-        print(f"up: {stop} received, stopping every part ...", file=out, flush=True)
-    except StackError as error:
-        print(f"up: {error}", file=sys.stderr)
-        status = 1
-    finally:
-        # A second Ctrl+C must not interrupt the orderly shutdown.
-        for sig in previous:
-            signal.signal(sig, signal.SIG_IGN)
-        shutdown(supervisord)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    with stop_on_signals(STOP_SIGNALS):
+        supervisord = spawn_supervisord(stack.conf_path, stack.log_dir / "supervisord.out")
+        try:
+            deadline = started + timeout
+            _wait_for(supervisor.running, deadline, "supervisord did not open its socket")
+            probes = Probes(stack, env_str(os.environ, "TAGLOOP_S3_BUCKET", "tagloop-models"))
+            programs = stack.programs()
+            for stage in sorted({program.stage for program in programs}):
+                members = [program for program in programs if program.stage == stage]
+                _wait_stage(stack, supervisor, supervisord, probes, members, deadline, started, out)
+            print(
+                f"tagloop is ready at {stack.ui_url} ({time.monotonic() - started:.1f} s; "
+                f"logs in {stack.log_dir}). Ctrl+C stops it.",
+                file=out,
+                flush=True,
+            )
+            supervisord.wait()
+            print(f"up: supervisord exited with status {supervisord.returncode}", file=sys.stderr)
+            status = 1
+        except Stop as stop:
+            print(f"up: {stop} received, stopping every part ...", file=out, flush=True)
+        except StackError as error:
+            print(f"up: {error}", file=sys.stderr)
+            status = 1
+        finally:
+            # A second Ctrl+C must not interrupt the orderly shutdown; the
+            # previous handlers come back when the block ends.
+            for sig in STOP_SIGNALS:
+                signal.signal(sig, signal.SIG_IGN)
+            shutdown(supervisord)
     print("up: stopped", file=out, flush=True)
     return status
 

@@ -40,7 +40,8 @@ class Supervisor:
         if not self.socket_path.exists():
             return False
         try:
-            return self._proxy().supervisor.getState()["statename"] == "RUNNING"
+            state: dict[str, Any] = self._proxy().supervisor.getState()
+            return bool(state["statename"] == "RUNNING")
         except (OSError, xmlrpc.client.Error):
             return False
 
@@ -50,7 +51,8 @@ class Supervisor:
 
     def info(self, name: str) -> dict[str, Any]:
         """supervisor's process info: statename, pid, start, exitstatus, ..."""
-        return self._proxy().supervisor.getProcessInfo(name)
+        info: dict[str, Any] = self._proxy().supervisor.getProcessInfo(name)
+        return info
 
     def pid(self, name: str) -> int:
         """The current pid of a running program (0 if it is not running)."""

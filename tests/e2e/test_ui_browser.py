@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import requests
 from axe_playwright_python.sync_playwright import Axe
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Request, expect
 
 from tagloop.channels.bus import Bus
 from tagloop.domain.messages import FEEDBACK_SCHEMA
@@ -210,7 +210,9 @@ def test_predict_correct_and_submit(page: Page, loop: Loop) -> None:
     with page.expect_request("**/api/feedback") as sent:
         page.get_by_role("button", name="Submit").click()
     expect(page.locator("#submit-status")).to_contain_text("Received")
-    feedback_id = sent.value.post_data_json["feedback_id"]
+    body = sent.value.post_data_json
+    assert body is not None
+    feedback_id = body["feedback_id"]
 
     [message] = loop.collect(subscription, 1)
     submitted_at = message.pop("submitted_at")
@@ -306,13 +308,13 @@ def test_outage_keeps_the_work_and_the_retry_is_counted_once(page: Page, loop: L
         add = page.get_by_label("Add tag")
         add.fill("java")
         add.press("Enter")
-        attempts: list[dict[str, Any]] = []
-        page.on(
-            "request",
-            lambda r: (
-                attempts.append(r.post_data_json) if r.url.endswith("/api/feedback") else None
-            ),
-        )
+        attempts: list[Any] = []
+
+        def record(request: Request) -> None:
+            if request.url.endswith("/api/feedback"):
+                attempts.append(request.post_data_json)
+
+        page.on("request", record)
         page.get_by_role("button", name="Submit").click()
         submit_error = page.locator("#submit-error")
         expect(submit_error).to_contain_text("press Submit to send it again")

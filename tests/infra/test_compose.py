@@ -22,7 +22,11 @@ from tests.fixtures.observability import ALERTS, DASHBOARD
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose"
-SETTINGS = {"learning": LearnerSettings, "inference": InferenceSettings, "ui": UISettings}
+SETTINGS: dict[str, Any] = {
+    "learning": LearnerSettings,
+    "inference": InferenceSettings,
+    "ui": UISettings,
+}
 CODE = ["tagloop", "learning_service", "inference_service", "frontend"]
 # Read by boto3 itself (contracts §2), not by tagloop's code.
 BOTO3_VARIABLES = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"}

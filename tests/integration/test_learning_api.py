@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
 
 from learning_service.app import create_app
 from learning_service.config import LearnerSettings
@@ -18,6 +20,13 @@ from tests.fixtures.pubsub import free_port
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 MakeClient = Callable[..., FlaskClient]
+
+
+def json_of(response: TestResponse) -> Any:
+    """The answer's JSON body; the test fails here when there is none."""
+    body = response.json
+    assert body is not None, response.data
+    return body
 
 
 @pytest.fixture
@@ -68,7 +77,7 @@ def test_health_status_and_metrics_answer_before_anything_is_connected(make_clie
         "checks": {"registry": False, "model": False, "pubsub": False},
     }
 
-    status = client.get("/api/status").json
+    status = json_of(client.get("/api/status"))
     assert status["current_version"] is None
     assert status["corpus"] == {"bootstrap_rows": 3000, "test_rows": 1000, "feedback_rows": 0}
     assert status["refit_every"] == 100 and status["fit_in_progress"] is False
@@ -85,7 +94,7 @@ def test_admin_endpoints_are_disabled_without_a_configured_token(make_client: Ma
     for path in ("/api/retrain", "/api/models/v1/promote"):
         answer = client.post(path, headers=AUTH)
         assert answer.status_code == 403
-        assert answer.json["error"]["code"] == "admin_disabled"
+        assert json_of(answer)["error"]["code"] == "admin_disabled"
 
 
 @pytest.mark.parametrize(
@@ -95,19 +104,19 @@ def test_admin_endpoints_are_disabled_without_a_configured_token(make_client: Ma
 def test_admin_endpoints_need_the_bearer_token(make_client: MakeClient, headers: dict[str, str]):
     answer = make_client().post("/api/retrain", headers=headers)
     assert answer.status_code == 401
-    assert answer.json["error"]["code"] == "unauthorized"
+    assert json_of(answer)["error"]["code"] == "unauthorized"
     assert answer.headers["WWW-Authenticate"].startswith("Bearer")
 
 
 def test_retrain_before_the_registry_was_reached_is_503(make_client: MakeClient):
     answer = make_client().post("/api/retrain", headers=AUTH)
-    assert answer.status_code == 503 and answer.json["error"]["code"] == "not_ready"
+    assert answer.status_code == 503 and json_of(answer)["error"]["code"] == "not_ready"
 
 
 def test_an_unusable_version_name_is_400(make_client: MakeClient):
     answer = make_client().post("/api/models/..%2e/promote", headers=AUTH)
     assert answer.status_code == 400
-    assert answer.json["error"]["code"] == "invalid_version"
+    assert json_of(answer)["error"]["code"] == "invalid_version"
 
 
 def test_registry_outage_is_503_with_retry_after(make_client: MakeClient):
@@ -117,7 +126,7 @@ def test_registry_outage_is_503_with_retry_after(make_client: MakeClient):
         client.post("/api/models/20260101T000000000Z-abcdef/promote", headers=AUTH),
     ):
         assert answer.status_code == 503
-        assert answer.json["error"]["code"] == "registry_unavailable"
+        assert json_of(answer)["error"]["code"] == "registry_unavailable"
         assert answer.headers["Retry-After"] == "5"
 
 
@@ -130,12 +139,12 @@ def test_unknown_version_is_404(make_client: MakeClient, registry: Registry, s3_
     )
     answer = client.post("/api/models/20260101T000000000Z-abcdef/promote", headers=AUTH)
     assert answer.status_code == 404
-    assert answer.json["error"]["code"] == "version_not_found"
+    assert json_of(answer)["error"]["code"] == "version_not_found"
     assert client.get("/api/models").json == {"current_version": None, "models": []}
 
 
 def test_routing_errors_are_json(make_client: MakeClient):
     client = make_client()
-    assert client.get("/nope").json["error"]["code"] == "not_found"
+    assert json_of(client.get("/nope"))["error"]["code"] == "not_found"
     wrong_method = client.get("/api/retrain")
-    assert wrong_method.status_code == 405 and wrong_method.json["error"]["code"]
+    assert wrong_method.status_code == 405 and json_of(wrong_method)["error"]["code"]

@@ -4,6 +4,7 @@ acked only once stored, bad payloads acked too, nothing acked when storing fails
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,7 @@ def subscribed(bus: Bus) -> Bus:
 
 
 @pytest.fixture
-def ingestor(subscribed: Bus, tmp_path: Path) -> Ingestor:
+def ingestor(subscribed: Bus, tmp_path: Path) -> Iterator[Ingestor]:
     store = FeedbackStore(tmp_path / "feedback.csv")
     ingestor = Ingestor(
         subscribed,

@@ -80,6 +80,7 @@ def test_outages_delay_but_never_lose_a_correction_a_model_or_a_broadcast(
             refit = registry.current_version()
             status = learner.get("/api/status")
             assert status["pending_broadcast"] == refit
+            assert refit is not None
             assert registry.get_metadata(refit)["feedback_rows"] == 100
 
             emulator.start()  # Pub/Sub is back: the broadcast goes out, ingestion resumes

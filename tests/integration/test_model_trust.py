@@ -9,6 +9,7 @@ import hashlib
 import json
 import shutil
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,11 @@ def updates_seen(replica: Replica, *outcomes: str) -> float:
         for (name, labels), value in replica.metrics().items()
         if name == UPDATES and (not outcomes or dict(labels)["outcome"] in outcomes)
     )
+
+
+def refused_more(replica: Replica, reason: str, count: float) -> bool:
+    """More refusals for `reason` than `count` (a probe for wait_until)."""
+    return replica.metric(REFUSALS, reason=reason) > count
 
 
 def refusals(replica: Replica) -> float:
@@ -210,7 +216,7 @@ def test_forged_pointers_are_refused_by_reason_and_change_nothing(
             count = replica.metric(REFUSALS, reason=reason)
             put_pointer(registry, body)
             wait_until(
-                lambda reason=reason, count=count: replica.metric(REFUSALS, reason=reason) > count,
+                partial(refused_more, replica, reason, count),
                 what=f"a {reason} pointer refused",
             )
             assert replica.served_version() == serving
@@ -231,6 +237,7 @@ def test_tampered_metadata_in_the_bucket_is_refused(trust: InferenceSetup) -> No
     """The signature covers every metadata field: better metrics or another digest break it."""
     replica, publisher = trust.replica, trust.publisher
     serving = replica.served_version()
+    assert serving is not None
     version = publisher.publish(broadcast=False, promote=False)
     registry = publisher.registry
     metadata = registry.get_metadata(version)
@@ -314,6 +321,7 @@ def test_any_forged_pointer_is_refused_and_changes_nothing(
 ) -> None:
     replica, registry = trust.replica, trust.publisher.registry
     serving = replica.served_version()
+    assert serving is not None
     before = snapshot(outside, trust.cache_dir)
     refused = refusals(replica)
     try:

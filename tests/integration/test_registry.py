@@ -214,7 +214,7 @@ def test_current_never_points_at_a_version_whose_writer_died(
     version, marker = new_version(), tmp_path / "marker"
     writer = subprocess.Popen(
         [
-            *(sys.executable, "-c", WRITER, registry.bucket, registry.endpoint_url),
+            *(sys.executable, "-c", WRITER, registry.bucket, str(registry.endpoint_url)),
             *(version, str(make_bundle(tmp_path, b"next model")), str(marker)),
         ],
         stderr=subprocess.PIPE,

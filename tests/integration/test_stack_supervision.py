@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -51,3 +54,22 @@ def test_supervisor_restarts_a_killed_part_and_stops_it_on_shutdown(tmp_path: Pa
     assert status == 0
     assert not alive(second)
     assert not supervisor.running()
+
+
+def test_up_names_the_taken_port_and_exits_before_starting_anything(tmp_path: Path) -> None:
+    base = free_base_port()
+    learner_port = Ports.from_base(base).learning
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", learner_port))
+        listener.listen()
+        up = [sys.executable, "-m", "tagloop.cli", "up", "--base-port", str(base)]
+        result = subprocess.run(
+            [*up, "--var-dir", str(tmp_path / "var")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert f"port {learner_port} (learning) is already in use" in result.stderr
+    assert not (tmp_path / "var").exists()

@@ -179,6 +179,26 @@ def test_unknown_routes_and_methods_are_json(client):
     assert "POST" in response.headers["Allow"]
 
 
+@pytest.mark.parametrize("path", ["/api//model", "/api/model/", "//api/model", "/healthz/"])
+def test_no_redirect_is_built_from_the_host_header(client, path):
+    """Issue 11, reproduction 8: `Host: evil.example` never becomes a Location."""
+    response = client.get(path, headers={"Host": "evil.example"})
+    assert response.status_code in {200, 404}, path  # a trailing slash matches, no redirect
+    assert "Location" not in response.headers
+
+
+def test_hsts_only_when_a_trusted_proxy_says_tls(trained_model):
+    app, runtime = make_app({"TAGLOOP_TRUSTED_PROXY_NETWORKS": "10.0.0.0/8"})
+    serve(runtime, trained_model)
+    client = app.test_client()
+    https = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.1"}
+    trusted = client.get("/api/model", headers=https, environ_base={"REMOTE_ADDR": "10.1.1.1"})
+    assert trusted.headers["Strict-Transport-Security"].startswith("max-age=")
+    untrusted = client.get("/api/model", headers=https, environ_base={"REMOTE_ADDR": "192.0.2.1"})
+    assert "Strict-Transport-Security" not in untrusted.headers
+    assert "Strict-Transport-Security" not in client.get("/api/model").headers
+
+
 def test_security_headers_on_every_answer(client):
     for response in (
         client.post("/api/predict", json={"title": TITLE}),

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -89,22 +87,3 @@ def test_reset_wipes_only_a_stack_directory(tmp_path: Path) -> None:
     assert reset(stack.var_dir) is True
     assert not stack.var_dir.exists()
     assert reset(stack.var_dir) is False
-
-
-def test_up_names_the_taken_port_and_exits_before_starting_anything(tmp_path: Path) -> None:
-    base = free_base_port()
-    learner_port = Ports.from_base(base).learning
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", learner_port))
-        listener.listen()
-        up = [sys.executable, "-m", "tagloop.cli", "up", "--base-port", str(base)]
-        result = subprocess.run(
-            [*up, "--var-dir", str(tmp_path / "var")],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-    assert result.returncode == 1
-    assert f"port {learner_port} (learning) is already in use" in result.stderr
-    assert not (tmp_path / "var").exists()

@@ -7,9 +7,9 @@ a socket that hangs up after reading the request.
 
 from __future__ import annotations
 
+import json
 import re
 import socket
-import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -17,73 +17,19 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-import requests
-from flask import Flask, jsonify, request
 from flask.testing import FlaskClient
-from werkzeug.serving import BaseWSGIServer, make_server
 
 from frontend.app import MAX_BODY_BYTES, STATIC_DIR, create_app
-from frontend.proxy import UpstreamPool
+from frontend.proxy import ROUTES, UpstreamError, UpstreamPool
 from frontend.settings import UISettings
 from frontend.tag_rules import tag_rules
 from tagloop.domain.tags import ALIASES, MAX_TAG_LENGTH
 from tagloop.settings import ConfigError
 from tagloop.web.annotators import AnnotatorCookies, address_annotator
+from tagloop.web.forwarding import ProxyChain, parse_networks
 from tests.fixtures.pubsub import free_port
-from tests.fixtures.ui import TAGLOOP, start_ui
 
 TITLES = [f"title number {i}" for i in range(45)]
-
-
-def stub_upstream(name: str, release: threading.Event) -> Flask:
-    """An upstream that answers with its name and what it received."""
-    app = Flask(name)
-
-    @app.route("/api/echo", methods=["GET", "POST"])
-    def echo():  # type: ignore[no-untyped-def]
-        response = jsonify(
-            upstream=name,
-            method=request.method,
-            query=request.query_string.decode(),
-            body=request.get_data(as_text=True),
-            headers={k.lower(): v for k, v in request.headers.items()},
-        )
-        response.headers["X-Upstream"] = name
-        return response
-
-    @app.post("/api/feedback")
-    def limited():  # type: ignore[no-untyped-def]
-        response = jsonify(error={"code": "rate_limited", "message": "slow down"})
-        response.status_code = 429
-        response.headers["Retry-After"] = "7"
-        return response
-
-    @app.get("/api/wait")
-    def wait():  # type: ignore[no-untyped-def]
-        release.wait(10)
-        return jsonify(upstream=name)
-
-    return app
-
-
-@pytest.fixture(scope="module")
-def release() -> Iterator[threading.Event]:
-    event = threading.Event()
-    yield event
-    event.set()
-
-
-@pytest.fixture(scope="module")
-def upstreams(release: threading.Event) -> Iterator[list[str]]:
-    """Two running stub upstreams, "a" and "b"."""
-    servers: list[BaseWSGIServer] = []
-    for name in ("a", "b"):
-        server = make_server("127.0.0.1", 0, stub_upstream(name, release), threaded=True)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-    yield [f"http://127.0.0.1:{server.server_port}" for server in servers]
-    for server in servers:
-        server.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +77,7 @@ def test_settings_defaults_are_the_local_stack() -> None:
     settings = UISettings.from_env({})
     assert settings.upstreams == ("http://127.0.0.1:8001", "http://127.0.0.1:8002")
     assert settings.unlabeled_data == Path("data/unlabeled.tsv")
-    assert (settings.workers, settings.threads, settings.proxy_hops) == (2, 4, 0)
+    assert (settings.workers, settings.threads, settings.proxy.hops) == (2, 4, 0)
 
 
 def test_upstreams_are_normalised() -> None:
@@ -267,7 +213,7 @@ def test_health_and_metrics(upstreams: list[str]) -> None:
     client = client_for(upstreams)
     assert client.get("/healthz").status_code == 200
     assert client.get("/readyz").status_code == 200
-    client.get("/api/echo")
+    client.get("/api/tags")
     text = client.get("/metrics").get_data(as_text=True)
     assert (
         'tagloop_http_requests_total{endpoint="/api/<path:rest>",method="GET",status="200"}' in text
@@ -280,7 +226,7 @@ def test_health_and_metrics(upstreams: list[str]) -> None:
 
 def test_requests_alternate_between_upstreams(upstreams: list[str]) -> None:
     client = client_for(upstreams)
-    answered = [client.get("/api/echo").get_json()["upstream"] for _ in range(4)]
+    answered = [client.get("/api/tags").get_json()["upstream"] for _ in range(4)]
     assert sorted(answered) == ["a", "a", "b", "b"]
     assert answered[0] != answered[1]
 
@@ -288,7 +234,7 @@ def test_requests_alternate_between_upstreams(upstreams: list[str]) -> None:
 def test_request_is_forwarded_faithfully(upstreams: list[str]) -> None:
     client = client_for(upstreams[:1])
     response = client.post(
-        "/api/echo?x=1&y=%C3%A9",
+        "/api/predict?x=1&y=%C3%A9",
         data='{"title": "héllo"}',
         headers={
             "Content-Type": "application/json",
@@ -313,9 +259,9 @@ def test_request_is_forwarded_faithfully(upstreams: list[str]) -> None:
 
 
 def test_client_address_is_taken_from_trusted_proxies_only(upstreams: list[str]) -> None:
-    client = client_for(upstreams[:1], proxy_hops=1)
+    client = client_for(upstreams[:1], proxy=ProxyChain(1, 1, parse_networks("n", "10.0.0.0/8")))
     echoed = client.get(
-        "/api/echo",
+        "/api/tags",
         headers={"X-Forwarded-For": "6.6.6.6, 203.0.113.9"},
         environ_base={"REMOTE_ADDR": "10.0.0.2"},
     ).get_json()
@@ -335,7 +281,7 @@ def test_a_stopped_upstream_is_skipped(upstreams: list[str]) -> None:
     app = create_app(settings_for([dead, upstreams[0]]), TITLES, pool=pool)
     client = app.test_client()
     for _ in range(3):
-        response = client.post("/api/echo", data="x")
+        response = client.post("/api/predict", data="x")
         assert response.status_code == 200
         assert response.get_json()["upstream"] == "a"
     assert pool.order()[-1] == dead  # tried last while it is known to be down
@@ -351,74 +297,149 @@ def test_all_upstreams_down_is_a_503_json_error() -> None:
     assert "cannot be reached" in error["message"]
 
 
-def test_broken_connection_retries_reads_but_never_a_post(
-    upstreams: list[str], hang_up: str
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [("POST", "/api/feedback", 502), ("POST", "/api/predict", 200), ("GET", "/api/tags", 200)],
+)
+def test_broken_connection_repeats_reads_and_predictions_but_never_feedback(
+    upstreams: list[str], hang_up: str, method: str, path: str, status: int
 ) -> None:
-    pool = UpstreamPool([hang_up, upstreams[0]], timeout_seconds=5)
+    """Issue 11, reproduction 11: a prediction in flight on a dead replica is sent once more."""
+    pool = UpstreamPool([hang_up, upstreams[0]], timeout_seconds=5)  # first turn: hang_up
     client = create_app(settings_for([hang_up, upstreams[0]]), TITLES, pool=pool).test_client()
-    post = client.post("/api/echo", data="once")  # first turn: hang_up first
-    assert post.status_code == 502
-    assert error_of(post)["code"] == "upstream_failed"
-    pool.order()  # skip a turn, so that the next request starts at hang_up again
-    get = client.get("/api/echo")
-    assert get.status_code == 200
-    assert get.get_json()["upstream"] == "a"
+    response = client.open(path, method=method, data="{}", content_type="application/json")
+    assert response.status_code == status
+    if status == 502:
+        assert error_of(response)["code"] == "upstream_failed"
+    else:
+        assert response.get_json()["upstream"] == "a"
+
+
+def test_a_repeatable_request_is_sent_at_most_twice(hang_up: str) -> None:
+    attempts: list[str] = []
+    pool = UpstreamPool(
+        [hang_up, hang_up + "/x", hang_up + "/y"],
+        timeout_seconds=5,
+        on_attempt=lambda upstream, outcome: attempts.append(outcome),
+    )
+    with pytest.raises(UpstreamError) as failed:
+        pool.forward("POST", "/api/predict", b"{}", {}, {})
+    assert failed.value.status == 502
+    assert attempts == ["broken", "broken"]
 
 
 def test_slow_upstream_is_a_504(upstreams: list[str]) -> None:
-    response = client_for(upstreams[:1], upstream_timeout_seconds=0.3).get("/api/wait")
+    response = client_for(upstreams[:1], upstream_timeout_seconds=0.3).get("/api/model")
     assert response.status_code == 504
     assert error_of(response)["code"] == "upstream_timeout"
 
 
 def test_oversized_body_is_refused_before_forwarding(upstreams: list[str]) -> None:
     response = client_for(upstreams[:1]).post(
-        "/api/echo", data=b"x" * (MAX_BODY_BYTES + 1), content_type="application/json"
+        "/api/predict", data=b"x" * (MAX_BODY_BYTES + 1), content_type="application/json"
     )
     assert response.status_code == 413
     assert error_of(response)["code"] == "request_entity_too_large"
 
 
-# --- under gunicorn, as `tagloop serve ui` ----------------------------------------------
+# --- the edge: only the API's own routes, no redirects, HSTS over TLS ---------------------
 
 
-def test_served_by_gunicorn_with_worker_metrics(upstreams: list[str]) -> None:
-    with start_ui(upstreams, TAGLOOP_WORKERS="2") as ui:
-        session = requests.Session()
-        page = session.get(ui.base_url + "/", timeout=5)
-        assert page.status_code == 200
-        assert "default-src 'self'" in page.headers["Content-Security-Policy"]
-        for _ in range(6):
-            assert session.get(ui.base_url + "/api/echo", timeout=5).status_code == 200
-        metrics = session.get(ui.base_url + "/metrics", timeout=5).text
-        count = re.search(
-            r'tagloop_http_requests_total\{endpoint="/api/<path:rest>",method="GET",status="200"\} (\S+)',
-            metrics,
-        )
-        assert count is not None
-        assert float(count.group(1)) == 6.0  # summed over both workers
+def test_proxied_routes_are_exactly_the_inference_api() -> None:
+    spec = json.loads(
+        (Path(__file__).parents[2] / "inference_service" / "openapi.json").read_text()
+    )
+    documented = {
+        path: {method.upper() for method in operations}
+        for path, operations in spec["paths"].items()
+        if path.startswith("/api/")
+    }
+    assert {path: set(methods) - {"HEAD"} for path, methods in ROUTES.items()} == documented
 
 
 @pytest.mark.parametrize(
-    ("env", "message"),
+    "path",
     [
-        ({"TAGLOOP_UI_UPSTREAMS": "nonsense"}, "TAGLOOP_UI_UPSTREAMS"),
-        ({"TAGLOOP_UNLABELED_DATA": "/nonexistent/unlabeled.tsv"}, "no such file"),
+        "/api/..%2fmetrics",
+        "/api/..%2Fmetrics",
+        "/api/%2e%2e/metrics",
+        "/api/../metrics",
+        "/api//model",
+        "/api/model/",
+        "/api/%6dodel",
+        "/api/echo",
+        "/api/tags/../model",
     ],
 )
-def test_bad_configuration_stops_start_up_with_a_clear_message(
-    env: dict[str, str], message: str
-) -> None:
-    result = subprocess.run(
-        [str(TAGLOOP), "serve", "ui", "--port", str(free_port())],
-        env={"PATH": "/usr/bin:/bin", **env},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
+def test_only_exact_api_routes_are_forwarded(upstreams: list[str], path: str) -> None:
+    """Issue 11, reproduction 8: nothing but the public API is reachable through the UI."""
+    response = client_for(upstreams[:1]).get(path, headers={"Host": "evil.example"})
+    assert response.status_code == 404, path
+    assert "Location" not in response.headers
+    assert error_of(response)["code"] == "not_found"
+
+
+def test_a_known_route_with_another_method_is_405(upstreams: list[str]) -> None:
+    response = client_for(upstreams[:1]).delete("/api/model")
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "GET, HEAD"
+
+
+def test_hsts_only_over_tls(upstreams: list[str]) -> None:
+    plain = client_for(upstreams[:1]).get("/")
+    assert "Strict-Transport-Security" not in plain.headers
+    direct = client_for(upstreams[:1]).get("/", base_url="https://ui.example")
+    assert direct.headers["Strict-Transport-Security"].startswith("max-age=31536000")
+    proxied = client_for(
+        upstreams[:1], proxy=ProxyChain(1, 1, parse_networks("n", "10.0.0.0/8"))
+    ).get(
+        "/api/tags",
+        headers={"X-Forwarded-Proto": "https"},
+        environ_base={"REMOTE_ADDR": "10.0.0.2"},
     )
-    assert result.returncode == 2
-    assert message in result.stderr
+    assert "max-age=31536000" in proxied.headers["Strict-Transport-Security"]
+    untrusted = client_for(
+        upstreams[:1], proxy=ProxyChain(1, 1, parse_networks("n", "10.0.0.0/8"))
+    ).get("/", headers={"X-Forwarded-Proto": "https"}, environ_base={"REMOTE_ADDR": "203.0.113.5"})
+    assert "Strict-Transport-Security" not in untrusted.headers
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded_for", "client"),
+    [
+        ("35.191.1.1", "198.51.100.7, 34.120.0.9", "198.51.100.7"),  # GCLB: "<client>, <lb>"
+        ("35.191.1.1", "6.6.6.6, 198.51.100.7, 34.120.0.9", "198.51.100.7"),  # spoof prepended
+        ("203.0.113.5", "6.6.6.6, 198.51.100.7, 34.120.0.9", "203.0.113.5"),  # untrusted peer
+    ],
+)
+def test_behind_googles_load_balancer_the_client_is_the_second_entry_from_the_right(
+    upstreams: list[str], peer: str, forwarded_for: str, client: str
+) -> None:
+    """Issue 14, item 2: one hop that appends two addresses (TAGLOOP_PROXY_FORWARDED_FOR_ENTRIES=2)."""
+    settings = UISettings.from_env(
+        {
+            "TAGLOOP_UI_UPSTREAMS": upstreams[0],
+            "TAGLOOP_PROXY_HOPS": "1",
+            "TAGLOOP_PROXY_FORWARDED_FOR_ENTRIES": "2",
+            "TAGLOOP_TRUSTED_PROXY_NETWORKS": "35.191.0.0/16, 130.211.0.0/22",
+        }
+    )
+    echoed = (
+        create_app(settings, TITLES)
+        .test_client()
+        .get(
+            "/api/tags",
+            headers={"X-Forwarded-For": forwarded_for, "X-Forwarded-Proto": "https"},
+            environ_base={"REMOTE_ADDR": peer},
+        )
+        .get_json()
+    )
+    assert echoed["headers"]["x-forwarded-for"] == client
+
+
+def test_bad_trusted_networks_name_the_variable() -> None:
+    with pytest.raises(ConfigError, match="TAGLOOP_TRUSTED_PROXY_NETWORKS"):
+        UISettings.from_env({"TAGLOOP_TRUSTED_PROXY_NETWORKS": "10.0.0.0/8, nonsense"})
 
 
 # --- annotator ids ---------------------------------------------------------------
@@ -439,27 +460,21 @@ def test_each_browser_gets_a_signed_httponly_samesite_annotator_cookie(
     header = annotator_cookie(first)
     assert "HttpOnly" in header and "SameSite=Strict" in header and "Path=/" in header
     # The browser now sends it: the replica is told this browser's anonymous id, every time.
-    seen = {
-        client.post("/api/echo", json={}).get_json()["headers"]["x-tagloop-annotator"]
-        for _ in range(3)
-    }
+    seen = {client.get("/api/tags").get_json()["headers"]["x-tagloop-annotator"] for _ in range(3)}
     [annotator] = seen
     assert re.fullmatch(r"anon:[0-9a-f]{32}", annotator)
     assert "Set-Cookie" not in client.get("/ui/config").headers  # kept, not re-issued
     other = client_for(upstreams[:1])
     other.get("/")
-    assert (
-        other.post("/api/echo", json={}).get_json()["headers"]["x-tagloop-annotator"] != annotator
-    )
+    assert other.get("/api/tags").get_json()["headers"]["x-tagloop-annotator"] != annotator
 
 
 def test_forged_or_missing_cookies_count_as_the_client_address(upstreams: list[str]) -> None:
     for cookie in ("tagloop_annotator=deadbeef.forged", ""):
         echoed = (
             client_for(upstreams[:1])
-            .post(
-                "/api/echo",
-                json={},
+            .get(
+                "/api/tags",
                 headers={"Cookie": cookie, "X-Tagloop-Annotator": "anon:chosen-by-the-client"},
                 environ_base={"REMOTE_ADDR": "10.9.8.7"},
             )
@@ -473,13 +488,13 @@ def test_a_trusted_identity_header_names_the_annotator_where_configured(
 ) -> None:
     header = "X-Goog-Authenticated-User-Email"
     client = client_for(upstreams[:1], identity_header=header)
-    echoed = client.post(
-        "/api/echo", json={}, headers={header: "accounts.google.com:alice@example.com"}
+    echoed = client.get(
+        "/api/tags", headers={header: "accounts.google.com:alice@example.com"}
     ).get_json()
     assert echoed["headers"]["x-tagloop-annotator"] == "user:accounts.google.com:alice@example.com"
     assert "alice" not in str(
         client_for(upstreams[:1])
-        .post("/api/echo", json={}, headers={header: "accounts.google.com:alice@example.com"})
+        .get("/api/tags", headers={header: "accounts.google.com:alice@example.com"})
         .get_json()["headers"]["x-tagloop-annotator"]
     ), "not trusted unless configured"
 
@@ -494,3 +509,6 @@ def test_the_cookie_secret_is_a_setting() -> None:
     value = cookies.issue()
     assert cookies.verify(value) == f"anon:{value.split('.')[0]}"
     assert AnnotatorCookies(b"another secret").verify(value) is None
+
+
+# --- under gunicorn, as `tagloop serve ui` ----------------------------------------------

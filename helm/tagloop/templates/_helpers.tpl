@@ -57,9 +57,14 @@ helm.sh/chart: {{ printf "%s-%s" .ctx.Chart.Name .ctx.Chart.Version | replace "+
 {{- end -}}
 {{- end -}}
 
-{{/* Roll the pods when their configuration changes. */}}
+{{/* Roll a component's pods when their configuration changes: the shared
+ConfigMap and the component's own, never another component's (a UI setting
+must not restart the singleton learner). */}}
 {{- define "tagloop.podAnnotations" -}}
-checksum/config: {{ include (print .ctx.Template.BasePath "/configmap.yaml") .ctx | sha256sum }}
+{{- $base := .ctx.Template.BasePath -}}
+{{- $common := include (print $base "/common/configmap.yaml") .ctx -}}
+{{- $own := include (printf "%s/%s/configmap.yaml" $base .component) .ctx -}}
+checksum/config: {{ print $common $own | sha256sum }}
 {{- with (index .ctx.Values .component).podAnnotations }}
 {{ toYaml . }}
 {{- end }}
@@ -216,4 +221,66 @@ spec:
 {{- else -}}
 {{- printf "http://127.0.0.1:%v" .Values.ui.port -}}
 {{- end -}}
+{{- end -}}
+
+{{/* A component's ingress NetworkPolicy; `rules` are its ingress rules
+(rendered YAML list items, may be empty: nothing but what they allow). */}}
+{{- define "tagloop.networkPolicy" -}}
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: {{ include "tagloop.componentName" . }}
+  labels:
+    {{- include "tagloop.labels" . | nindent 4 }}
+spec:
+  podSelector:
+    matchLabels:
+      {{- include "tagloop.selectorLabels" . | nindent 6 }}
+  policyTypes: [Ingress]
+  ingress:
+    {{- .rules | nindent 4 }}
+{{- end -}}
+
+{{/* The ingress rule that lets the monitoring namespaces scrape a component. */}}
+{{- define "tagloop.monitoringIngress" -}}
+{{- with .Values.networkPolicy.monitoringNamespaces }}
+- from:
+    - namespaceSelector:
+        matchExpressions:
+          - key: kubernetes.io/metadata.name
+            operator: In
+            values:
+              {{- toYaml . | nindent 14 }}
+  ports:
+    - port: http
+      protocol: TCP
+{{- end }}
+{{- end -}}
+
+{{/* Scraping of one component's /metrics: PodMonitoring for Google managed
+Prometheus, ServiceMonitor for the Prometheus operator. */}}
+{{- define "tagloop.podMonitor" -}}
+{{- $m := .ctx.Values.monitoring -}}
+{{- if eq $m.provider "gmp" }}
+apiVersion: monitoring.googleapis.com/v1
+kind: PodMonitoring
+{{- else }}
+apiVersion: monitoring.coreos.com/v1
+kind: ServiceMonitor
+{{- end }}
+metadata:
+  name: {{ include "tagloop.componentName" . }}
+  labels:
+    {{- include "tagloop.labels" . | nindent 4 }}
+    {{- with $m.labels }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+spec:
+  selector:
+    matchLabels:
+      {{- include "tagloop.selectorLabels" . | nindent 6 }}
+  endpoints:
+    - port: http
+      path: /metrics
+      interval: {{ $m.interval }}
 {{- end -}}

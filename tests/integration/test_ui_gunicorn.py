@@ -1,0 +1,67 @@
+"""The UI server as `tagloop serve ui` runs it: gunicorn workers, raw HTTP paths, start-up checks."""
+
+from __future__ import annotations
+
+import http.client
+import re
+import subprocess
+
+import pytest
+import requests
+
+from tagloop_dev.launchers import TAGLOOP
+from tests.fixtures.pubsub import free_port
+from tests.fixtures.ui import start_ui
+
+
+def test_over_raw_http_no_path_is_rewritten(upstreams: list[str]) -> None:
+    """The same through gunicorn, where the path arrives exactly as the client wrote it."""
+    with start_ui(upstreams[:1]) as ui:
+        conn = http.client.HTTPConnection("127.0.0.1", ui.port, timeout=10)
+        for path in ("/api/..%2fmetrics", "/api//model", "/api/%2e%2e/healthz"):
+            conn.request("GET", path, headers={"Host": "evil.example"})
+            response = conn.getresponse()
+            body = response.read().decode()
+            assert response.status == 404, (path, body)
+            assert response.getheader("Location") is None
+            assert "tagloop_" not in body
+        conn.close()
+
+
+def test_served_by_gunicorn_with_worker_metrics(upstreams: list[str]) -> None:
+    with start_ui(upstreams, TAGLOOP_WORKERS="2") as ui:
+        session = requests.Session()
+        page = session.get(ui.base_url + "/", timeout=5)
+        assert page.status_code == 200
+        assert "default-src 'self'" in page.headers["Content-Security-Policy"]
+        for _ in range(6):
+            assert session.get(ui.base_url + "/api/tags", timeout=5).status_code == 200
+        metrics = session.get(ui.base_url + "/metrics", timeout=5).text
+        count = re.search(
+            r'tagloop_http_requests_total\{endpoint="/api/<path:rest>",method="GET",status="200"\} (\S+)',
+            metrics,
+        )
+        assert count is not None
+        assert float(count.group(1)) == 6.0  # summed over both workers
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"TAGLOOP_UI_UPSTREAMS": "nonsense"}, "TAGLOOP_UI_UPSTREAMS"),
+        ({"TAGLOOP_UNLABELED_DATA": "/nonexistent/unlabeled.tsv"}, "no such file"),
+    ],
+)
+def test_bad_configuration_stops_start_up_with_a_clear_message(
+    env: dict[str, str], message: str
+) -> None:
+    result = subprocess.run(
+        [str(TAGLOOP), "serve", "ui", "--port", str(free_port())],
+        env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert message in result.stderr
