@@ -15,6 +15,7 @@ import functools
 import json
 import subprocess
 import sys
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -43,18 +44,33 @@ NEW_TAG = "zzpwned-tag"
 
 text = st.text(st.characters(blacklist_categories=()), max_size=60)
 junk = st.none() | st.booleans() | st.integers() | st.floats() | text | st.lists(text, max_size=2)
-titles = text | st.sampled_from(
-    ["How do I parse JSON in Python?", "  Tabs\tand\nnewlines  ", "\u0000\u0000", "\u007f"]
+plain_titles = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=80)
+titles = st.one_of(
+    plain_titles,
+    plain_titles,
+    text,
+    st.sampled_from(
+        ["How do I parse JSON in Python?", "  Tabs\tand\nnewlines  ", "\u0000\u0000", "\u007f"]
+    ),
 )
-tags = st.lists(
+valid_tags = st.lists(
     st.sampled_from(["python", " Java", "node js", "c#", "r", "ggplot2"]), min_size=1, max_size=4
-) | st.lists(text, max_size=3)
+)
+tags = st.one_of(valid_tags, valid_tags, st.lists(text, max_size=3))
+
+
+def sometimes_junk(valid: st.SearchStrategy[object]) -> st.SearchStrategy[object]:
+    """Mostly a valid value, so that a good share of the corrections is accepted."""
+    return st.one_of(valid, valid, valid, junk)
+
+
 bodies = st.fixed_dictionaries(
     {"title": titles, "tags": tags},
     optional={
-        "predicted_tags": st.lists(st.sampled_from(["python", "java"]), max_size=2) | junk,
-        "model_version": st.just("20261122T051500123Z-1a2b3c") | junk,
-        "feedback_id": st.uuids().map(str) | junk,
+        "predicted_tags": sometimes_junk(st.lists(st.sampled_from(["python", "java"]), max_size=2)),
+        "model_version": sometimes_junk(st.just("20261122T051500123Z-1a2b3c")),
+        # Fresh ids only: two different bodies under one id would make "the" stored one ambiguous.
+        "feedback_id": sometimes_junk(st.builds(lambda: str(uuid.uuid4()))),
         "annotator": st.just("anon:chosen-by-the-client") | junk,
         "extra": junk,
     },
