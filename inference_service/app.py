@@ -125,7 +125,13 @@ def create_app(settings: InferenceSettings | None = None, runtime: Runtime | Non
         loaded = holder.current
         if loaded is None:
             raise ApiError(503, "not_ready", runtime.not_ready_reason)
-        return jsonify({"status": "ready", "model_version": loaded.version})
+        # Broadcasts are a shortcut (current.json reconciliation converges anyway), so a
+        # permanent subscription problem is reported here without failing readiness.
+        body = {"status": "ready", "model_version": loaded.version}
+        reloader = runtime.reloader
+        if reloader is not None and reloader.subscription_problem:
+            body["model_updates"] = reloader.subscription_problem
+        return jsonify(body)
 
     @app.get("/metrics")
     def prometheus() -> Response:

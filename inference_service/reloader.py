@@ -33,13 +33,13 @@ import threading
 import time
 from concurrent.futures import CancelledError
 
-from google.api_core import exceptions as gexc
 from google.cloud.pubsub_v1.subscriber.futures import StreamingPullFuture
 
 from inference_service import metrics
 from inference_service.loader import ModelLoader
 from inference_service.model_holder import ModelHolder
 from tagloop.channels.bus import Bus, Received, parse_or_reject, unique_subscription_name
+from tagloop.channels.provisioning import INFERENCE_SUBSCRIPTION_PREFIX, Provisioner, PubSubFailure
 from tagloop.channels.registry import IntegrityError, Pointer, Registry, RegistryError, Untrusted
 from tagloop.domain.bundle import BundleError
 from tagloop.domain.messages import ModelUpdate, parse_model_update
@@ -54,6 +54,7 @@ SUBSCRIPTION_TTL_SECONDS = 24 * 3600
 ADMIN_TIMEOUT_SECONDS = 10.0
 THREAD_JOIN_SECONDS = 3.0
 RETRY_FIRST_SECONDS = 0.5
+RECHECK_SECONDS = 60.0  # a permanent subscription failure (IAM, no topic): look again this often
 _WAKE = object()
 _RECONCILE = object()
 
@@ -91,8 +92,12 @@ class Reloader:
         holder: ModelHolder,
         model_topic: str,
         reconcile_seconds: float,
+        provision: bool = True,
     ) -> None:
         self.bus, self.registry, self.loader, self.holder = bus, registry, loader, holder
+        self.provisioner = Provisioner(bus, provision)
+        # Why this process hears no broadcasts, if a permanent error says so (shown on /readyz).
+        self.subscription_problem: str | None = None
         self.model_topic = model_topic
         self.reconcile_seconds = reconcile_seconds
         self.subscription: str | None = None
@@ -108,7 +113,10 @@ class Reloader:
     # -- lifecycle (call in the worker process, after fork) -------------------------
 
     def start(self) -> None:
-        self.subscription = unique_subscription_name(f"inference-{self.model_topic}")
+        # The prefix is what the inference service account's IAM condition allows.
+        self.subscription = unique_subscription_name(
+            f"{INFERENCE_SUBSCRIPTION_PREFIX}{self.model_topic}"
+        )
         self._threads = [
             threading.Thread(target=self._load_loop, name="model-loader", daemon=True),
             threading.Thread(target=self._subscribe_loop, name="model-subscriber", daemon=True),
@@ -164,45 +172,48 @@ class Reloader:
     def _subscribe_loop(self) -> None:
         delay = RETRY_FIRST_SECONDS
         while not self._stopping.is_set():
-            if self._subscribe():
+            wait = self._subscribe()
+            if wait is None:
                 delay = RETRY_FIRST_SECONDS
                 self._inbox.put(_RECONCILE)
                 self._stream_ended.wait()
                 self._stream_ended.clear()
             else:
-                self._stopping.wait(delay)
+                self._stopping.wait(wait or delay)
                 delay = min(2 * delay, self.reconcile_seconds)
 
-    def _subscribe(self) -> bool:
+    def _subscribe(self) -> float | None:
+        """None once the stream runs; else seconds to wait (0: the transient backoff)."""
         if self._stopping.is_set():  # never re-create clients that `stop` is closing
-            return False
+            return 0.0
+        assert self.subscription is not None
         try:
-            try:
-                self._ensure_subscription()
-            except gexc.NotFound:
-                # No topic yet: only in a local stack where nothing created it (in the
-                # cloud Terraform does, and this process may not create topics).
-                self.bus.ensure_topic(self.model_topic, timeout=ADMIN_TIMEOUT_SECONDS)
-                self._ensure_subscription()
-            assert self.subscription is not None
+            self.provisioner.own_subscription(
+                self.model_topic,
+                self.subscription,
+                SUBSCRIPTION_TTL_SECONDS,
+                ADMIN_TIMEOUT_SECONDS,
+            )
+            self._created = True
             future = self.bus.subscribe(self.subscription, self._on_message, max_messages=10)
+        except PubSubFailure as failure:
+            if failure.permanent:
+                # Retrying cannot fix IAM or a missing topic: say so once, look again slowly.
+                # current.json reconciliation keeps the served model right meanwhile.
+                if self.subscription_problem != str(failure):
+                    log.error("no model-update broadcasts: %s", failure)
+                self.subscription_problem = str(failure)
+                return RECHECK_SECONDS
+            log.warning("cannot subscribe to %s (will retry): %s", self.model_topic, failure)
+            return 0.0
         except Exception as error:
             log.warning("cannot subscribe to %s (will retry): %s", self.model_topic, error)
-            return False
+            return 0.0
+        self.subscription_problem = None
         self._future = future
         future.add_done_callback(self._on_stream_end)
         log.info("listening for model updates on %s", self.subscription)
-        return True
-
-    def _ensure_subscription(self) -> None:
-        assert self.subscription is not None
-        self.bus.ensure_subscription(
-            self.model_topic,
-            self.subscription,
-            expiration_ttl_seconds=SUBSCRIPTION_TTL_SECONDS,
-            timeout=ADMIN_TIMEOUT_SECONDS,
-        )
-        self._created = True
+        return None
 
     def _on_stream_end(self, future: StreamingPullFuture) -> None:
         """The stream is over: by `stop`, or it died and the subscriber thread starts anew."""

@@ -61,6 +61,7 @@ class Runtime:
             self.holder,
             self.settings.common.model_topic,
             self.settings.reconcile_seconds,
+            self.settings.common.pubsub_provision,
         )
         self.reloader.start()
 

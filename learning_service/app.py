@@ -80,7 +80,8 @@ def create_app(learner: Learner) -> Flask:
     def readyz() -> tuple[Response, int]:
         checks = learner.readiness()
         ready = all(checks.values())
-        return jsonify(ready=ready, checks=checks), 200 if ready else 503
+        reasons = learner.not_ready_reasons()
+        return jsonify(ready=ready, checks=checks, reasons=reasons), 200 if ready else 503
 
     @app.get("/metrics")
     def metrics() -> Response:

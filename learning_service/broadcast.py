@@ -12,8 +12,9 @@ import threading
 from functools import partial
 
 from learning_service.metrics import LearnerMetrics
-from learning_service.retry import ADMIN_TIMEOUT, Stopped, retry
+from learning_service.retry import ADMIN_TIMEOUT, Blocked, Stopped, retry
 from tagloop.channels.bus import Bus
+from tagloop.channels.provisioning import Provisioner, guarded
 from tagloop.domain.messages import ModelUpdate
 
 log = logging.getLogger(__name__)
@@ -22,9 +23,19 @@ PUBLISH_TIMEOUT = 10.0
 
 
 class Broadcaster(threading.Thread):
-    def __init__(self, bus: Bus, topic: str, stop: threading.Event, metrics: LearnerMetrics):
+    def __init__(
+        self,
+        bus: Bus,
+        topic: str,
+        stop: threading.Event,
+        metrics: LearnerMetrics,
+        provisioner: Provisioner | None = None,
+        blocked: Blocked | None = None,
+    ):
         super().__init__(name="broadcaster", daemon=True)
         self.bus = bus
+        self.provisioner = provisioner or Provisioner(bus, provision=True)
+        self.blocked = blocked or Blocked()
         self.topic = topic
         self.stop = stop
         self.metrics = metrics
@@ -47,13 +58,19 @@ class Broadcaster(threading.Thread):
         with self._wake:
             self._wake.notify()
 
+    def _publish(self, path: str, update: ModelUpdate) -> str:
+        return guarded(
+            "publish", path, lambda: self.bus.publish(self.topic, update, PUBLISH_TIMEOUT)
+        )
+
     def run(self) -> None:
         try:
-            retry(
+            path = retry(
                 "pubsub.ensure_topic",
-                lambda: self.bus.ensure_topic(self.topic, timeout=ADMIN_TIMEOUT),
+                lambda: self.provisioner.topic(self.topic, ADMIN_TIMEOUT),
                 self.stop,
                 self.metrics.retries,
+                self.blocked,
             )
             while True:
                 with self._wake:
@@ -64,9 +81,10 @@ class Broadcaster(threading.Thread):
                     return
                 retry(
                     "pubsub.publish_model_update",
-                    partial(self.bus.publish, self.topic, update, PUBLISH_TIMEOUT),
+                    partial(self._publish, path, update),
                     self.stop,
                     self.metrics.retries,
+                    self.blocked,
                 )
                 log.info(
                     "announced model version %s", update.version, extra={"version": update.version}

@@ -43,6 +43,11 @@ class LearnerSettings:
     """TAGLOOP_MODEL_SIGNING_KEY_FILE, the key models and current.json are signed with (required
     by `Learner.from_settings`), and keys trusted besides its own (TAGLOOP_MODEL_PUBLIC_KEYS /
     _FILE): the previous key while the signing key rotates."""
+    # Alert TagloopModelStale fires when no model was promoted for this long
+    # while feedback flows (exported as tagloop_model_stale_alert_seconds).
+    model_stale_alert_seconds: float = 3600.0
+    # Copy feedback.csv to the bucket this often (0: never; the cloud sets it).
+    backup_interval_seconds: float = 0.0
 
     def require_signer(self) -> Signer:
         signer = self.keys.signer()
@@ -100,4 +105,8 @@ class LearnerSettings:
                 maximum=100,
             ),
             keys=KeySettings.from_env(env),
+            model_stale_alert_seconds=env_float(
+                env, "TAGLOOP_MODEL_STALE_ALERT_SECONDS", 3600.0, minimum=60.0
+            ),
+            backup_interval_seconds=env_float(env, "TAGLOOP_BACKUP_INTERVAL_SECONDS", 0.0),
         )

@@ -17,10 +17,20 @@ from collections.abc import Callable
 
 from learning_service.agreement import Agreement
 from learning_service.metrics import LearnerMetrics
-from learning_service.retry import ADMIN_TIMEOUT, FIRST_DELAY, MAX_DELAY, Stopped, retry
+from learning_service.retry import (
+    ADMIN_TIMEOUT,
+    FIRST_DELAY,
+    MAX_DELAY,
+    RECHECK_DELAY,
+    Blocked,
+    Stopped,
+    failed,
+    retry,
+)
 from learning_service.store import FeedbackStore, StoredFeedback
 from learning_service.training import NewTagSupport
 from tagloop.channels.bus import Bus, Received, RejectLog, parse_or_reject
+from tagloop.channels.provisioning import Provisioner, guarded
 from tagloop.domain.messages import parse_feedback, utc_now
 
 log = logging.getLogger(__name__)
@@ -43,6 +53,8 @@ class Ingestor(threading.Thread):
         agreement: Agreement,
         on_stored: Callable[[], None],
         stop: threading.Event,
+        provisioner: Provisioner | None = None,
+        blocked: Blocked | None = None,
     ) -> None:
         super().__init__(name="ingest", daemon=True)
         self.bus = bus
@@ -55,6 +67,8 @@ class Ingestor(threading.Thread):
         self.agreement = agreement
         self.on_stored = on_stored
         self.stop = stop
+        self.provisioner = provisioner or Provisioner(bus, provision=True)
+        self.blocked = blocked or Blocked()
         self.connected = False
         for row in store.rows():
             support.add(row.title, row.tags, row.annotator)
@@ -63,35 +77,39 @@ class Ingestor(threading.Thread):
 
     def run(self) -> None:
         try:
-            retry("pubsub.ensure_subscription", self._ensure, self.stop, self.metrics.retries)
+            retry(
+                "pubsub.ensure_subscription",
+                self._ensure,
+                self.stop,
+                self.metrics.retries,
+                self.blocked,
+            )
         except Stopped:
             return
+        path = self.bus.subscription_path(self.subscription)
         delay = FIRST_DELAY
         while not self.stop.is_set():
             try:
-                batch = self.bus.pull(self.subscription, PULL_BATCH, PULL_TIMEOUT)
+                batch = guarded(
+                    "pull", path, lambda: self.bus.pull(self.subscription, PULL_BATCH, PULL_TIMEOUT)
+                )
                 self.connected = True
+                self.blocked.clear("ingest")
                 if batch:
                     self.handle(batch)
                 delay = FIRST_DELAY
             except Exception as error:
-                # Pub/Sub or the disk failed: nothing was acked, so nothing is lost. Back off.
+                # Pub/Sub or the disk failed: nothing was acked, so nothing is lost. Wait:
+                # back off if transient, re-check slowly if permanent (IAM, deleted subscription).
                 self.connected = False
-                self.metrics.retries.labels("ingest").inc()
-                log.warning(
-                    "ingest failed (%s: %s); retrying in %.1f s", type(error).__name__, error, delay
-                )
-                self.stop.wait(delay)
-                delay = min(MAX_DELAY, delay * 2)
+                wait = failed("ingest", error, self.blocked, self.metrics.retries, delay)
+                self.stop.wait(wait)
+                delay = FIRST_DELAY if wait == RECHECK_DELAY else min(MAX_DELAY, delay * 2)
         log.info("ingest stopped")
 
     def _ensure(self) -> None:
-        self.bus.ensure_topic(self.topic, timeout=ADMIN_TIMEOUT)
-        self.bus.ensure_subscription(
-            self.topic,
-            self.subscription,
-            ack_deadline_seconds=ACK_DEADLINE_SECONDS,
-            timeout=ADMIN_TIMEOUT,
+        self.provisioner.durable_subscription(
+            self.topic, self.subscription, ACK_DEADLINE_SECONDS, ADMIN_TIMEOUT
         )
 
     def handle(self, batch: list[Received]) -> list[StoredFeedback]:

@@ -8,14 +8,17 @@ from pathlib import Path
 from typing import Any
 
 from learning_service.agreement import Agreement
+from learning_service.backup import Backup
 from learning_service.broadcast import Broadcaster
 from learning_service.config import LearnerSettings
 from learning_service.ingest import Ingestor
 from learning_service.metrics import LearnerMetrics
 from learning_service.refit import Refitter
+from learning_service.retry import Blocked
 from learning_service.store import FeedbackStore
 from learning_service.training import Corpus, NewTagSupport
 from tagloop.channels.bus import Bus, RejectLog
+from tagloop.channels.provisioning import Provisioner
 from tagloop.channels.registry import Registry
 from tagloop.domain.data import load_labeled
 
@@ -47,8 +50,16 @@ class Learner:
         self.support = NewTagSupport(
             bootstrap.vocabulary(), settings.new_tag_min_support, settings.new_tag_min_annotators
         )
+        # Why Pub/Sub work cannot proceed (IAM, a missing resource): /readyz shows it.
+        self.blocked = Blocked()
+        provisioner = Provisioner(bus, settings.common.pubsub_provision)
         self.broadcaster = Broadcaster(
-            bus, settings.common.model_topic, self.stop_event, self.metrics
+            bus,
+            settings.common.model_topic,
+            self.stop_event,
+            self.metrics,
+            provisioner,
+            self.blocked,
         )
         self.refitter = Refitter(
             settings,
@@ -78,7 +89,22 @@ class Learner:
             self.agreement,
             self.refitter.notify,
             self.stop_event,
+            provisioner,
+            self.blocked,
         )
+        self.backup = (
+            Backup(
+                self.store,
+                registry,
+                settings.backup_interval_seconds,
+                self.stop_event,
+                self.metrics,
+            )
+            if settings.backup_interval_seconds > 0
+            else None
+        )
+        self.metrics.stale_alert_seconds.set(settings.model_stale_alert_seconds)
+        self.metrics.ready.set_function(lambda: float(all(self.readiness().values())))
 
     @classmethod
     def from_settings(cls, settings: LearnerSettings) -> Learner:
@@ -90,6 +116,8 @@ class Learner:
     def start(self) -> None:
         for thread in (self.broadcaster, self.refitter, self.ingestor):
             thread.start()
+        if self.backup is not None:
+            self.backup.start()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop ingesting after the current batch, abandon a running fit, close clients."""
@@ -104,17 +132,25 @@ class Learner:
         if self.ingestor.is_alive():
             log.error("the ingest loop did not stop within %.0f s", timeout)
         else:
+            if self.backup is not None:
+                self.backup.join(timeout)
+                self.backup.copy()  # the last rows too, before the pod goes
             self.store.close()
         self.bus.close()
 
     def readiness(self) -> dict[str, bool]:
-        """Ready = serving its purpose: a current model known and the subscription pulled."""
+        """Ready = serving its purpose: a current model known, the subscription pulled,
+        and no Pub/Sub operation blocked by a permanent error (see `not_ready_reasons`)."""
         refitter = self.refitter
         return {
             "registry": refitter.loaded,
             "model": refitter.current is not None,
-            "pubsub": self.ingestor.connected,
+            "pubsub": self.ingestor.connected and not self.blocked.reasons(),
         }
+
+    def not_ready_reasons(self) -> dict[str, str]:
+        """Operation -> why it cannot proceed (which resource, which permission)."""
+        return self.blocked.reasons()
 
     def status(self) -> dict[str, Any]:
         refitter = self.refitter

@@ -106,6 +106,21 @@ class LearnerMetrics:
             ["operation"],
             registry=r,
         )
+        self.ready = Gauge(
+            "tagloop_learner_ready",
+            "1 while /readyz answers 200 (registry, model and Pub/Sub all usable).",
+            registry=r,
+        )
+        self.stale_alert_seconds = Gauge(
+            "tagloop_model_stale_alert_seconds",
+            "TagloopModelStale threshold: promotion age that alerts while feedback flows.",
+            registry=r,
+        )
+        self.backup_last_success = Gauge(
+            "tagloop_backup_last_success_timestamp_seconds",
+            "When feedback.csv was last copied to the bucket (Unix time; 0: never).",
+            registry=r,
+        )
         self.online_precision = Gauge(
             "tagloop_online_precision",
             f"Precision of the served predicted_tags against users' tags (last {ONLINE_WINDOW}).",

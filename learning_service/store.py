@@ -288,6 +288,11 @@ class FeedbackStore:
                 self._ids.update(fresh)
             return list(fresh.values())
 
+    def snapshot(self) -> tuple[bytes, int]:
+        """The file's bytes and row count at one instant (appends wait): a consistent backup."""
+        with self._lock:
+            return self.path.read_bytes(), len(self._rows)
+
     def rows(self, stop: int | None = None) -> list[StoredFeedback]:
         """The first `stop` rows (all by default), in arrival order."""
         with self._lock:

@@ -76,6 +76,24 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_restore(args: argparse.Namespace) -> int:
+    import os
+
+    from learning_service.backup import BACKUP_KEY, restore
+    from tagloop.channels.registry import Registry
+    from tagloop.settings import CommonSettings, data_path
+
+    data_dir = args.data_dir or data_path(os.environ, "TAGLOOP_DATA_DIR", Path("var/learner"))
+    registry = Registry.from_settings(CommonSettings.from_env())
+    rows = restore(registry, data_dir, force=args.force, version_id=args.version_id)
+    print(
+        f"restored {rows} feedback rows from s3://{registry.bucket}/{BACKUP_KEY} into {data_dir}; "
+        "start the learner: Pub/Sub redelivers what was not acknowledged",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def cmd_keygen(args: argparse.Namespace) -> int:
     from tagloop.domain.signing import generate_key_files
 
@@ -209,6 +227,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "s3-server": cmd_s3_server,
     "up": cmd_up,
     "reset": cmd_reset,
+    "restore": cmd_restore,
 }
 
 
@@ -263,6 +282,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("service", choices=sorted(SERVICES))
     serve.add_argument("--host", help="bind address (default: $TAGLOOP_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: $TAGLOOP_PORT or the service's)")
+    restore = sub.add_parser(
+        "restore", help="rebuild the learner's feedback.csv from its backup in the bucket"
+    )
+    restore.add_argument(
+        "--data-dir", type=Path, help="the learner's data directory (default $TAGLOOP_DATA_DIR)"
+    )
+    restore.add_argument("--force", action="store_true", help="replace a feedback.csv with rows")
+    restore.add_argument(
+        "--version-id", default="", help="an older copy (the bucket keeps noncurrent versions)"
+    )
     keygen = sub.add_parser(
         "keygen", help="create the learner's Ed25519 model-signing key and <key>.pub beside it"
     )

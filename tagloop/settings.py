@@ -93,6 +93,9 @@ class CommonSettings:
     s3_bucket: str
     s3_addressing_style: str
     pubsub_emulator_host: str | None
+    # True: the services create the topics and subscriptions they use (local
+    # default). False: Terraform created them; the services only check.
+    pubsub_provision: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> CommonSettings:
@@ -108,6 +111,7 @@ class CommonSettings:
                 env, "TAGLOOP_S3_ADDRESSING_STYLE", "path", ("path", "virtual", "auto")
             ),
             pubsub_emulator_host=env_optional(env, "PUBSUB_EMULATOR_HOST"),
+            pubsub_provision=env_bool(env, "TAGLOOP_PUBSUB_PROVISION", True),
         )
 
 

@@ -8,6 +8,9 @@ locals {
   feedback_topic        = "tag-feedback"
   feedback_subscription = "learner"
   model_topic           = "model-updates"
+  # Every inference process's own subscription starts with this
+  # (tagloop.channels.provisioning.INFERENCE_SUBSCRIPTION_PREFIX; a test keeps them equal).
+  inference_subscription_prefix = "inference-"
   # Bucket names are global: prefix the services' default with the project.
   bucket_name = "${var.project_id}-tagloop-models"
 
@@ -74,18 +77,50 @@ module "bucket" {
 }
 
 module "identity" {
-  source                      = "./modules/identity"
-  project_id                  = var.project_id
-  name                        = local.name
-  namespace                   = var.namespace
-  kubernetes_service_accounts = local.kubernetes_service_accounts
-  bucket_name                 = module.bucket.name
-  feedback_topic_id           = module.pubsub.feedback_topic_id
-  feedback_subscription_id    = module.pubsub.feedback_subscription_id
-  model_topic_id              = module.pubsub.model_topic_id
+  source                        = "./modules/identity"
+  project_id                    = var.project_id
+  name                          = local.name
+  namespace                     = var.namespace
+  kubernetes_service_accounts   = local.kubernetes_service_accounts
+  bucket_name                   = module.bucket.name
+  feedback_topic_id             = module.pubsub.feedback_topic_id
+  feedback_subscription_id      = module.pubsub.feedback_subscription_id
+  model_topic_id                = module.pubsub.model_topic_id
+  inference_subscription_prefix = local.inference_subscription_prefix
 
   # The Workload Identity pool exists once the cluster does.
   depends_on = [module.gke]
+}
+
+module "alerting" {
+  source      = "./modules/alerting"
+  project_id  = var.project_id
+  name        = local.name
+  alert_email = var.alert_email
+  rules_file  = "${path.root}/../observability/alerts.yml"
+
+  depends_on = [module.project_services]
+}
+
+module "edge" {
+  source              = "./modules/edge"
+  project_id          = var.project_id
+  name                = local.name
+  feedback_per_minute = var.edge_feedback_per_minute
+  requests_per_minute = var.edge_requests_per_minute
+
+  depends_on = [module.project_services]
+}
+
+module "backup" {
+  source        = "./modules/backup"
+  project_id    = var.project_id
+  name          = local.name
+  location      = var.region
+  cluster_id    = module.gke.id
+  namespace     = var.namespace
+  cron_schedule = var.learner_backup_cron
+  retain_days   = var.learner_backup_retain_days
 }
 
 module "app" {
@@ -96,6 +131,7 @@ module "app" {
   namespace                   = var.namespace
   chart_path                  = "${path.root}/../helm/tagloop"
   app_version                 = var.app_version
+  image_digests               = var.image_digests
   image_registry              = var.image_registry
   domain                      = var.domain
   feedback_topic              = local.feedback_topic
@@ -105,6 +141,8 @@ module "app" {
   kubernetes_service_accounts = local.kubernetes_service_accounts
   google_service_accounts     = module.identity.service_account_emails
   hmac_keys                   = module.identity.hmac_keys
+  security_policy             = module.edge.security_policy
+  feedback_backup_interval    = var.feedback_backup_interval_seconds
 
   # The release needs the node pools, not just the control plane.
   depends_on = [module.gke]

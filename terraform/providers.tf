@@ -6,17 +6,18 @@ provider "google" {
 data "google_client_config" "current" {}
 
 # The cluster is created in the same apply; both providers connect with the
-# caller's own Google credentials (no static kubeconfig, no stored token).
+# caller's own Google credentials (no static kubeconfig, no stored token)
+# through the DNS-based endpoint, which IAM authorizes (the IP endpoint
+# admits only var.master_authorized_cidrs) and which serves a publicly
+# trusted certificate (so no cluster CA here).
 provider "kubernetes" {
-  host                   = "https://${module.gke.endpoint}"
-  token                  = data.google_client_config.current.access_token
-  cluster_ca_certificate = base64decode(module.gke.ca_certificate)
+  host  = "https://${module.gke.dns_endpoint}"
+  token = data.google_client_config.current.access_token
 }
 
 provider "helm" {
   kubernetes {
-    host                   = "https://${module.gke.endpoint}"
-    token                  = data.google_client_config.current.access_token
-    cluster_ca_certificate = base64decode(module.gke.ca_certificate)
+    host  = "https://${module.gke.dns_endpoint}"
+    token = data.google_client_config.current.access_token
   }
 }

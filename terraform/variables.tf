@@ -56,7 +56,7 @@ variable "node_max_count" {
 }
 
 variable "master_authorized_cidrs" {
-  description = "CIDR blocks allowed to reach the control plane; empty allows any (GitHub-hosted runners have no fixed addresses)."
+  description = "CIDR blocks allowed to reach the control plane's IP endpoint; empty allows none. Terraform, CI and operators use the IAM-authorized DNS endpoint."
   type        = list(string)
 }
 
@@ -96,5 +96,49 @@ variable "app_version" {
   validation {
     condition     = can(regex("^[0-9]+\\.[0-9]+\\.[0-9]+(-[0-9A-Za-z.-]+)?$", var.app_version))
     error_message = "app_version must be a semantic version such as 1.2.3."
+  }
+}
+
+variable "alert_email" {
+  description = "Where alerts go: the address of the Cloud Monitoring email notification channel (an on-call list)."
+  type        = string
+  validation {
+    condition     = can(regex("^[^@ ]+@[^@ ]+\\.[^@ ]+$", var.alert_email))
+    error_message = "alert_email must be an email address."
+  }
+}
+
+variable "edge_feedback_per_minute" {
+  description = "Cloud Armor: POST /api/feedback per minute and client address before 429."
+  type        = number
+}
+
+variable "edge_requests_per_minute" {
+  description = "Cloud Armor: requests of any kind per minute and client address before 429."
+  type        = number
+}
+
+variable "learner_backup_cron" {
+  description = "Backup for GKE schedule of the learner's volume (cron, UTC)."
+  type        = string
+}
+
+variable "learner_backup_retain_days" {
+  description = "Days a learner volume backup is kept."
+  type        = number
+}
+
+variable "feedback_backup_interval_seconds" {
+  description = "How often the learner copies feedback.csv to the model bucket (TAGLOOP_BACKUP_INTERVAL_SECONDS)."
+  type        = number
+}
+
+variable "image_digests" {
+  description = "Image digest per service (learning, inference, ui), e.g. sha256:...: the release workflow sets TF_VAR_image_digests so that pods run exactly the tested images. Empty: by tag only (a manual apply)."
+  type        = map(string)
+  default     = {}
+  validation {
+    condition     = alltrue([for digest in values(var.image_digests) : can(regex("^sha256:[0-9a-f]{64}$", digest))])
+    error_message = "image_digests values must be sha256:<64 hex digits>."
   }
 }

@@ -8,7 +8,8 @@ marker (`pytest -m unit`, `-m "not e2e"`):
 - tests/integration: real servers as child processes (emulator, SeaweedFS,
   gunicorn, the learner, supervisord);
 - tests/e2e: the whole local stack, the browser;
-- tests/infra: the delivery files through their real validators.
+- tests/infra: the delivery files through their real validators;
+- tests/containers: the real images and the Compose stack on a Docker engine.
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ pytest_plugins = [
     "tests.fixtures.ui",
     "tests.fixtures.observability",
     "tests.fixtures.stack",
+    "tests.fixtures.containers",
 ]
 
 TESTS = Path(__file__).resolve().parent
-TIERS = ("unit", "integration", "e2e", "infra")
+TIERS = ("unit", "integration", "e2e", "infra", "containers")
 
 
 def tier_of(path: Path) -> str | None:

@@ -174,6 +174,11 @@ class Bus:
                 ) from None
         return path
 
+    def subscription_topic(self, subscription: str, timeout: float | None = None) -> str:
+        """The topic path an existing subscription is attached to (NotFound if none)."""
+        path = self.subscription_path(subscription)
+        return str(self.subscriber.get_subscription(subscription=path, **_deadline(timeout)).topic)
+
     def delete_subscription(self, subscription: str, timeout: float | None = None) -> None:
         """Delete the subscription; already gone is fine (clean shutdown is idempotent)."""
         path = self.subscription_path(subscription)

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -28,9 +29,15 @@ class EmulatorProcess:
 
     name = "pubsub emulator"
 
-    def __init__(self, port: int | None = None, data_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        data_dir: Path | None = None,
+        options: Sequence[str] = (),
+    ) -> None:
         self.port = port or free_port()
         self.data_dir = data_dir
+        self.options = tuple(options)  # more command-line options, e.g. ("--deny-admin",)
         self._log = tempfile.NamedTemporaryFile(prefix="pubsub-emulator-", suffix=".log")  # noqa: SIM115
         self.child = ChildProcess(self.name, [], log_path=Path(self._log.name))
 
@@ -54,7 +61,7 @@ class EmulatorProcess:
         command += ["--port", str(self.port)]
         if self.data_dir is not None:
             command += ["--data-dir", str(self.data_dir)]
-        return command
+        return command + list(self.options)
 
     def start(self, timeout: float = 30.0) -> EmulatorProcess:
         """Start it and wait until it accepts gRPC connections."""

@@ -15,4 +15,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         type=Path,
         help="keep topics, subscriptions and unacknowledged messages here across restarts",
     )
+    parser.add_argument(
+        "--deny-admin",
+        action="store_true",
+        help="answer admin RPCs (create/update/delete) with PERMISSION_DENIED, as Pub/Sub does"
+        " for the services' Terraform-granted service accounts",
+    )
+    parser.add_argument(
+        "--allow-subscription-prefix",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="with --deny-admin: subscriptions whose id starts with PREFIX may still be"
+        " created and deleted (repeatable; the inference processes' own)",
+    )
     return parser

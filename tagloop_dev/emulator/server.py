@@ -18,6 +18,7 @@ import grpc
 
 from tagloop.logs import configure_logging
 from tagloop_dev.emulator.broker import Broker
+from tagloop_dev.emulator.iam import DenyAdmin
 from tagloop_dev.emulator.options import add_arguments
 from tagloop_dev.emulator.service import PubSubService
 from tagloop_dev.emulator.store import Store
@@ -37,8 +38,17 @@ async def _housekeeping(broker: Broker) -> None:
         broker.expire_subscriptions(now)
 
 
-async def serve(host: str, port: int, data_dir: Path | None, stop: asyncio.Event) -> None:
-    """Serve until `stop` is set, then shut down and flush the store."""
+async def serve(
+    host: str,
+    port: int,
+    data_dir: Path | None,
+    stop: asyncio.Event,
+    deny_admin: DenyAdmin | None = None,
+) -> None:
+    """Serve until `stop` is set, then shut down and flush the store.
+
+    `deny_admin` refuses admin RPCs as Pub/Sub does without admin rights.
+    """
     store = Store(data_dir) if data_dir is not None else None
     broker = Broker(store)
     if store is not None:
@@ -48,7 +58,8 @@ async def serve(host: str, port: int, data_dir: Path | None, stop: asyncio.Event
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),  # a second emulator on the same port must fail, not share
-        ]
+        ],
+        interceptors=[deny_admin] if deny_admin is not None else None,
     )
     server.add_generic_rpc_handlers(PubSubService(broker).generic_handlers())
     bound = server.add_insecure_port(f"{host}:{port}")
@@ -77,7 +88,8 @@ async def _serve_until_signal(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await serve(args.host, args.port, args.data_dir, stop)
+    deny = DenyAdmin(args.allow_subscription_prefix) if args.deny_admin else None
+    await serve(args.host, args.port, args.data_dir, stop, deny)
 
 
 def run(args: argparse.Namespace) -> int:

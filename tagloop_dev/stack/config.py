@@ -27,7 +27,7 @@ import shlex
 import shutil
 import socket
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +41,8 @@ OFFSETS = {"ui": 80, "learning": 10, "pubsub": 85, "s3": 333}
 # Supervisor groups, in start order: the emulator and S3; the learner and the UI; the replicas.
 STAGES = ("infra", "core", "replicas")
 MARKER = ".tagloop-stack"  # written by `up`: `reset` wipes only directories that carry it
+# `--pubsub`: the project's emulator (default) or Google's, from the gcloud SDK.
+PUBSUB_EMULATORS = ("project", "official")
 # AF_UNIX paths are limited to 108 bytes including the terminator on Linux.
 MAX_SOCKET_PATH = 100
 
@@ -129,6 +131,7 @@ class Stack:
     workdir: Path
     ports: Ports
     host: str = "127.0.0.1"
+    pubsub: str = "project"  # which emulator: PUBSUB_EMULATORS
 
     @property
     def log_dir(self) -> Path:
@@ -194,7 +197,7 @@ class Stack:
         programs = [
             Program(
                 "pubsub",
-                command(ports.pubsub, "pubsub-emulator", "--data-dir", str(var / "pubsub")),
+                self.emulator_command(command),
                 shared,
                 ports.pubsub,
                 stage=0,
@@ -248,6 +251,29 @@ class Stack:
                 )
             )
         return programs
+
+    def emulator_command(self, command: Callable[..., tuple[str, ...]]) -> tuple[str, ...]:
+        """The project's emulator, or Google's (its own data directory: another format)."""
+        if self.pubsub == "official":
+            from tagloop_dev.emulator.launcher import (  # grpc: not for `tagloop --help`
+                OfficialEmulatorMissing,
+                official_emulator_script,
+            )
+
+            try:
+                script = official_emulator_script()
+            except OfficialEmulatorMissing as error:
+                raise StackError(f"--pubsub official: {error}") from None
+            directory = self.var_dir / "pubsub-official"
+            return (
+                str(script),
+                f"--host={self.host}",
+                f"--port={self.ports.pubsub}",
+                f"--dir={directory}",
+            )
+        return command(
+            self.ports.pubsub, "pubsub-emulator", "--data-dir", str(self.var_dir / "pubsub")
+        )
 
 
 # Supervisor expands %(name)s (once or twice, depending on the key) and its
@@ -378,6 +404,13 @@ def add_arguments(parser: argparse.ArgumentParser, *, up: bool) -> argparse.Argu
         )
         parser.add_argument("--replicas", type=int, default=DEFAULT_REPLICAS)
         parser.add_argument(
+            "--pubsub",
+            choices=PUBSUB_EMULATORS,
+            default="project",
+            help="Pub/Sub emulator: the project's own (default) or Google's official one"
+            " (needs the gcloud SDK's pubsub-emulator component and Java)",
+        )
+        parser.add_argument(
             "--timeout", type=float, default=300.0, help="seconds to wait for readiness"
         )
     return parser
@@ -390,6 +423,7 @@ def run_up(args: argparse.Namespace) -> int:
         var_dir=args.var_dir.resolve(),
         workdir=Path.cwd(),
         ports=Ports.from_base(args.base_port, args.replicas),
+        pubsub=args.pubsub,
     )
     return up(stack, timeout=args.timeout)
 

@@ -21,3 +21,15 @@ max_delivery_attempts      = 10
 namespace      = "tagloop"
 image_registry = "ghcr.io/tagloop"
 domain         = "tagloop.example.com"
+
+# Alerts: every rule of observability/alerts.yml notifies this address.
+alert_email = "oncall-tagloop@example.com"
+
+# Cloud Armor, per client address over the whole deployment (before any replica).
+edge_feedback_per_minute = 60
+edge_requests_per_minute = 1200
+
+# Backups of the learner's data: the volume (Backup for GKE) and feedback.csv to the bucket.
+learner_backup_cron              = "0 */6 * * *"
+learner_backup_retain_days       = 30
+feedback_backup_interval_seconds = 300

@@ -8,6 +8,7 @@ replicas to serve the new version, and for the metrics to say so.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 from google.cloud import pubsub_v1
 
 from tests.fixtures.observability import referenced_metrics
+from tests.fixtures.pubsub import EMULATORS
 from tests.fixtures.stack import (
     REFIT_EVERY,
     StackProcess,
@@ -29,10 +31,19 @@ from tests.fixtures.wait import wait_until
 
 pytestmark = pytest.mark.slow
 
+CORRECTIONS = 100
+CONVERGENCE_SECONDS = 20.0
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, small_corpus: Path) -> Iterator[StackProcess]:
-    with StackProcess(tmp_path_factory.mktemp("e2e") / "var", env=loop_env(small_corpus)) as up:
+
+@pytest.fixture(scope="module", params=EMULATORS)
+def stack(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    small_corpus: Path,
+) -> Iterator[StackProcess]:
+    """The stack on the project's emulator, then on Google's (`tagloop up --pubsub official`)."""
+    var = tmp_path_factory.mktemp("e2e") / "var"
+    with StackProcess(var, env=loop_env(small_corpus), pubsub=request.param) as up:
         yield up
 
 
@@ -67,6 +78,26 @@ def test_feedback_through_the_ui_is_learned_and_served_by_both_replicas(
     assert learner["tagloop_fit_duration_seconds_count"][()] >= 2  # bootstrap + refit
     for url in stack.replica_urls:
         assert scrape(url)["tagloop_inference_model_info"][(("version", new),)] == 1
+
+
+def test_a_hundred_corrections_reach_both_replicas_within_20_seconds(
+    stack: StackProcess,
+) -> None:
+    """Acceptance of issue 14 on both emulators: 100 corrections, then both replicas serve
+    a newer model than before within 20 s of the last one."""
+    before = learner_status(stack)["current_version"]
+    for title, tags in feedback_rows(CORRECTIONS, offset=REFIT_EVERY):
+        answer = submit(stack.ui_url, title, tags)
+        assert answer.status_code == 202, answer.text
+    last_accepted = time.monotonic()
+
+    def converged() -> str | None:
+        current = learner_status(stack)["current_version"]
+        return current if current != before and versions(stack) == [current, current] else None
+
+    remaining = CONVERGENCE_SECONDS - (time.monotonic() - last_accepted)
+    new = wait_until(converged, timeout=remaining, what="both replicas on a new model")
+    assert served_version(stack.ui_url) == new
 
 
 def test_services_expose_every_metric_the_dashboard_and_alerts_query(

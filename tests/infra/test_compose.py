@@ -196,3 +196,63 @@ def test_prometheus_config_passes_promtool_with_the_alert_rules(
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout + result.stderr
+
+
+def compose_config(*files: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """`docker compose config` (Compose v2 itself: parsing, merging, interpolation; no engine)."""
+    from tagloop_dev.docker_engine import compose_binary
+
+    options = [arg for path in files for arg in ("--file", str(path))]
+    return subprocess.run(
+        [
+            str(compose_binary()),
+            "--project-name",
+            "tagloop",
+            *options,
+            "config",
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={"PATH": "/usr/bin:/bin", **env},
+    )
+
+
+def test_compose_v2_accepts_the_file_and_publishes_the_contract_ports_on_loopback() -> None:
+    result = compose_config(COMPOSE / "compose.yaml")
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    published = {
+        name: {(p["host_ip"], p["published"]) for p in service.get("ports", [])}
+        for name, service in services.items()
+    }
+    assert published["ui"] == {("127.0.0.1", "8080")}
+    assert published["inference-1"] == {("127.0.0.1", "8001")}
+    assert published["inference-2"] == {("127.0.0.1", "8002")}
+    assert published["learning"] == {("127.0.0.1", "8010")}
+    assert published["prometheus"] == {("127.0.0.1", "9090")}
+    moved = json.loads(compose_config(COMPOSE / "compose.yaml", TAGLOOP_UI_PORT="18080").stdout)
+    assert moved["services"]["ui"]["ports"][0]["published"] == "18080"
+    for name, _, service in tagloop_services({"services": services}):
+        assert service["read_only"] is True, name  # as in Kubernetes
+
+
+def test_local_override_builds_everything_on_the_given_base_and_pulls_nothing() -> None:
+    assert compose_config(COMPOSE / "compose.yaml", COMPOSE / "local.yaml").returncode != 0
+    result = compose_config(
+        COMPOSE / "compose.yaml", COMPOSE / "local.yaml", TAGLOOP_BASE_IMAGE="local/base:1"
+    )
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    assert "grafana" not in services  # no stand-in: only in the "grafana" profile
+    for name, service in services.items():
+        assert "build" in service, f"{name} would be pulled: {service['image']}"
+        assert service["build"]["args"]["PYTHON_IMAGE"] == "local/base:1", name
+    assert services["pubsub"]["command"][:2] == ["tagloop", "pubsub-emulator"]
+    assert services["minio"]["command"][:2] == ["tagloop", "s3-server"]
+    # The stand-ins keep the names and ports the tagloop services are configured with.
+    assert "--port 8085" in " ".join(services["pubsub"]["command"])
+    assert "--port 9000" in " ".join(services["minio"]["command"])

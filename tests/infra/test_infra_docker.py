@@ -87,16 +87,29 @@ def test_stages_builder_runtime_and_one_target_per_service(stages: dict[str, Sta
 
 
 def test_every_image_installs_from_the_one_lock_file(stages: dict[str, Stage]) -> None:
+    subsets = " ".join(stages["locks"].args("RUN"))
+    # The runtime part of the lock, derived from it at build time, hashes included.
+    assert "lock_subset.py /build/requirements.lock --project /build/pyproject.toml" in subsets
     download = " ".join(stages["wheels"].args("RUN"))
-    assert "--require-hashes" in download and "-r requirements.lock" in download
+    assert "--require-hashes --ignore-requires-python -r /locks/runtime.lock" in download
     builder = " ".join(stages["builder"].args("RUN"))
     assert (
         "--require-hashes --no-deps --ignore-requires-python -r /tmp/requirements.lock" in builder
     )
     assert "./dev --version" in builder  # the builder's venv is made by ./dev itself
     runtime = " ".join(stages["runtime"].args("RUN"))
-    # Offline from the hash-checked wheels: exactly the locked versions.
-    assert "--no-index --find-links /wheels" in runtime
+    # Offline from the hash-checked wheels: exactly the locked runtime versions, nothing else.
+    assert "--no-index --find-links /wheels --require-hashes --no-deps" in runtime
+    assert "-r /locks/runtime.lock" in runtime
+    assert "--no-index --no-deps /project/tagloop-*.whl" in runtime
+
+
+def test_base_images_are_build_arguments_defaulting_to_the_official_images() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    assert "ARG PYTHON_IMAGE=python:3.11-slim-bookworm" in text
+    assert "ARG TERRAFORM_IMAGE=hashicorp/terraform:" in text
+    # No frontend image to pull: the engine's built-in Dockerfile frontend builds it.
+    assert not text.lstrip().lower().startswith("# syntax=")
 
 
 def test_runtime_is_non_root_with_healthcheck_and_oci_labels(stages: dict[str, Stage]) -> None:

@@ -313,3 +313,36 @@ def test_every_component_has_its_own_templates() -> None:
     for component in COMPONENTS:
         files = {p.name for p in (CHART / "templates" / component).glob("*.yaml")}
         assert {"configmap.yaml", "networkpolicy.yaml", "monitoring.yaml"} <= files, component
+
+
+def test_the_cloud_armor_policy_is_attached_to_the_ui_backend(rendered: Rendered) -> None:
+    for environment in ENVIRONMENTS:
+        manifests = rendered[environment]
+        (backend,) = by_kind(manifests, "BackendConfig").values()
+        assert backend["spec"]["securityPolicy"] == {"name": "tagloop-test-edge"}
+        service = by_kind(manifests, "Service")["tagloop-ui"]
+        annotation = service["metadata"]["annotations"]["cloud.google.com/backend-config"]
+        assert yaml.safe_load(annotation) == {"default": backend["metadata"]["name"]}
+    assert not by_kind(rendered[None], "BackendConfig")  # no policy set, none rendered
+
+
+def test_behind_googles_load_balancer_the_ui_trusts_its_two_entries(rendered: Rendered) -> None:
+    for environment in ENVIRONMENTS:
+        ui = by_kind(rendered[environment], "ConfigMap")["tagloop-ui"]["data"]
+        assert ui["TAGLOOP_PROXY_HOPS"] == "1"
+        assert ui["TAGLOOP_PROXY_FORWARDED_FOR_ENTRIES"] == "2"
+        assert ui["TAGLOOP_TRUSTED_PROXY_NETWORKS"] == "35.191.0.0/16,130.211.0.0/22"
+
+
+def test_cloud_services_do_not_provision_pubsub_and_run_images_by_digest(
+    rendered: Rendered,
+) -> None:
+    for environment in ENVIRONMENTS:
+        manifests = rendered[environment]
+        common = by_kind(manifests, "ConfigMap")["tagloop-common"]["data"]
+        assert common["TAGLOOP_PUBSUB_PROVISION"] == "false"
+        for component, spec in pod_specs(manifests).items():
+            (container,) = spec["containers"]
+            assert re.fullmatch(
+                r"ghcr\.io/tagloop/tagloop-\w+:1\.2\.3@sha256:[0-9a-f]{64}", container["image"]
+            ), (component, container["image"])

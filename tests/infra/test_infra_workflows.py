@@ -6,6 +6,7 @@ the off-hours scaling reading the same settings as Terraform.
 
 from __future__ import annotations
 
+import re
 import subprocess
 from typing import Any
 
@@ -140,3 +141,42 @@ def test_node_pool_schedule_reads_the_terraform_settings() -> None:
     ).stdout
     expected = load_hcl(TERRAFORM / "environments" / "test.tfvars")
     assert output.split() == [str(expected[name]) for name in names]
+
+
+def action_references() -> list[tuple[str, str]]:
+    """(workflow file, `uses:` value) of every step and reusable-workflow call."""
+    found = []
+    for path in sorted(WORKFLOWS.glob("*.yml")):
+        for job in yaml.safe_load(path.read_text())["jobs"].values():
+            found += [(path.name, step["uses"]) for step in job.get("steps", []) if "uses" in step]
+            if "uses" in job:
+                found.append((path.name, job["uses"]))
+    return found
+
+
+def unpinned(references: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Actions referenced by a movable tag or branch instead of a full commit SHA."""
+    return [
+        (name, uses)
+        for name, uses in references
+        if not uses.startswith("./") and not re.fullmatch(r"[\w.-]+/[\w./-]+@[0-9a-f]{40}", uses)
+    ]
+
+
+def test_every_action_is_pinned_by_full_commit_sha() -> None:
+    references = action_references()
+    assert len(references) > 10
+    assert unpinned(references) == []
+    # and the check catches a tag
+    assert unpinned([("ci.yml", "actions/checkout@v5")]) == [("ci.yml", "actions/checkout@v5")]
+
+
+def test_releases_deploy_the_images_by_the_digests_resolved_once() -> None:
+    jobs = workflow("release.yml")["jobs"]
+    assert "docker buildx imagetools inspect" in steps_text(jobs["digests"])
+    for name in ("deploy-test", "deploy-production"):
+        assert "digests" in jobs[name]["needs"]
+        assert jobs[name]["with"]["image-digests"] == "${{ needs.digests.outputs.image-digests }}"
+    apply = workflow("deploy.yml")["jobs"]["apply"]
+    (step,) = [step for step in apply["steps"] if step.get("name") == "Apply"]
+    assert step["env"]["TF_VAR_image_digests"] == "${{ inputs.image-digests }}"

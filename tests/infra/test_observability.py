@@ -68,6 +68,9 @@ def test_the_required_alerts_exist_and_each_is_proven_to_fire() -> None:
         "TagloopReplicasOnDifferentVersions",
         "TagloopHTTPErrorRateHigh",
         "TagloopHTTPLatencyP99High",
+        "TagloopLearnerDown",
+        "TagloopLearnerNotReady",
+        "TagloopFeedbackBacklogOld",
     }
     firing = {
         case["alertname"]

@@ -51,7 +51,7 @@ def test_publish_pull_ack_round_trip(bus: Bus):
     assert received.attributes == {"schema": FEEDBACK_SCHEMA}
     assert parse_feedback(received.data, received.attributes) == sent
     assert before <= received.publish_time <= datetime.now(UTC)
-    assert received.delivery_attempt == 1
+    assert received.delivery_attempt in (1, None)  # None: no dead-letter policy (Pub/Sub)
     bus.ack("learner", [received.ack_id])
     assert bus.pull("learner", timeout=1) == []  # acked, and an empty pull is not an error
 
@@ -88,8 +88,9 @@ def test_subscribe_acks_on_return_and_redelivers_after_an_exception(bus: Bus):
     attempts: queue.Queue[Received] = queue.Queue()
 
     def handle(received: Received) -> None:
+        first_delivery = attempts.empty()
         attempts.put(received)
-        if received.delivery_attempt == 1:
+        if first_delivery:
             raise RuntimeError("transient failure")
 
     bus.publish("model-updates", update)
@@ -99,7 +100,9 @@ def test_subscribe_acks_on_return_and_redelivers_after_an_exception(bus: Bus):
     finally:
         future.cancel()
         future.result()
-    assert (first.delivery_attempt, second.delivery_attempt) == (1, 2)
+    # Pub/Sub counts attempts only on subscriptions with a dead-letter policy
+    # (the official emulator: None); the project's emulator always counts.
+    assert (first.delivery_attempt, second.delivery_attempt) in {(1, 2), (None, None)}
     assert first.message_id == second.message_id
     assert bus.pull("replica", timeout=1) == []  # the second delivery was acked
 
@@ -140,7 +143,7 @@ def test_unique_subscription_names_are_unique_and_valid(bus: Bus):
     bus.ensure_subscription("model-updates", long, expiration_ttl_seconds=86400)
 
 
-def test_clients_are_created_in_the_process_that_uses_them(pubsub_emulator: str):
+def test_clients_are_created_in_the_process_that_uses_them(any_pubsub_emulator: str):
     """A Bus built before a fork (gunicorn preload) works in the forked worker."""
     project = unique_project()
     script = textwrap.dedent(

@@ -75,6 +75,7 @@ def test_health_status_and_metrics_answer_before_anything_is_connected(make_clie
     assert ready.json == {
         "ready": False,
         "checks": {"registry": False, "model": False, "pubsub": False},
+        "reasons": {},  # nothing permanent: not connected yet
     }
 
     status = json_of(client.get("/api/status"))

@@ -7,6 +7,8 @@ import pytest
 from tagloop.channels.bus import Bus
 from tests.fixtures.pubsub import OfficialEmulatorProcess, unique_project
 
+pytestmark = pytest.mark.official_emulator
+
 
 def test_official_emulator_carries_a_message_and_stops_without_leftovers(
     official_pubsub_emulator: str, monkeypatch: pytest.MonkeyPatch

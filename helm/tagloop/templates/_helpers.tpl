@@ -43,9 +43,12 @@ helm.sh/chart: {{ printf "%s-%s" .ctx.Chart.Name .ctx.Chart.Version | replace "+
 {{- default .Chart.AppVersion .Values.image.tag -}}
 {{- end -}}
 
+{{/* <registry>/tagloop-<component>:<tag>, and @<digest> when the release
+workflow resolved one: the pods then run exactly the tested image. */}}
 {{- define "tagloop.image" -}}
 {{- $image := .ctx.Values.image -}}
 {{- printf "%s/tagloop-%s:%s" $image.registry .component (include "tagloop.imageTag" .ctx) -}}
+{{- with get ($image.digests | default dict) .component -}}@{{ . }}{{- end -}}
 {{- end -}}
 
 {{- define "tagloop.serviceAccountName" -}}
@@ -198,6 +201,12 @@ metadata:
   name: {{ include "tagloop.componentName" . }}
   labels:
     {{- include "tagloop.labels" . | nindent 4 }}
+  {{- $ing := .ctx.Values.ingress }}
+  {{- if and (eq .component "ui") $ing.enabled $ing.securityPolicy }}
+  annotations:
+    # The ingress backend uses the BackendConfig with the Cloud Armor policy.
+    cloud.google.com/backend-config: {{ dict "default" (include "tagloop.fullname" .ctx) | toJson | quote }}
+  {{- end }}
 spec:
   type: ClusterIP
   {{- if .headless }}

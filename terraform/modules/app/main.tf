@@ -53,6 +53,7 @@ locals {
     image = {
       registry = var.image_registry
       tag      = var.app_version
+      digests  = var.image_digests
     }
     config = {
       gcpProject           = var.project_id
@@ -61,12 +62,16 @@ locals {
       modelTopic           = var.model_topic
       s3Bucket             = var.bucket_name
     }
-    learning  = local.component_values["learning"]
+    learning = merge(local.component_values["learning"], {
+      backupIntervalSeconds = var.feedback_backup_interval
+    })
     inference = local.component_values["inference"]
     ingress = {
       enabled      = true
       host         = var.domain
       staticIpName = google_compute_global_address.ingress.name
+      # GKE BackendConfig: the Cloud Armor policy with the per-client rate limits.
+      securityPolicy = var.security_policy
       managedCertificate = {
         enabled = var.domain != ""
       }

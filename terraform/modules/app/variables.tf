@@ -73,3 +73,18 @@ variable "hmac_keys" {
   type        = map(object({ access_id = string, secret = string }))
   sensitive   = true
 }
+
+variable "security_policy" {
+  description = "Cloud Armor policy the ingress backend uses (the chart's BackendConfig)."
+  type        = string
+}
+
+variable "feedback_backup_interval" {
+  description = "Seconds between the learner's copies of feedback.csv to the bucket."
+  type        = number
+}
+
+variable "image_digests" {
+  description = "Image digest per service; empty: by tag."
+  type        = map(string)
+}

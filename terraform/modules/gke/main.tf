@@ -55,15 +55,23 @@ resource "google_container_cluster" "this" {
     master_ipv4_cidr_block  = "172.16.0.0/28"
   }
 
-  dynamic "master_authorized_networks_config" {
-    for_each = length(var.master_authorized_cidrs) > 0 ? [1] : []
-    content {
-      dynamic "cidr_blocks" {
-        for_each = var.master_authorized_cidrs
-        content {
-          cidr_block = cidr_blocks.value
-        }
+  # The control plane's IP endpoint admits only the authorized networks (none:
+  # no public IP access at all, nodes reach it privately). Operators and CI
+  # use the DNS-based endpoint instead, where every request is authorized by
+  # IAM (container.clusters.connect), not by source address: GitHub-hosted
+  # runners have no fixed addresses, and an open 0.0.0.0/0 is not acceptable.
+  master_authorized_networks_config {
+    dynamic "cidr_blocks" {
+      for_each = var.master_authorized_cidrs
+      content {
+        cidr_block = cidr_blocks.value
       }
+    }
+  }
+
+  control_plane_endpoints_config {
+    dns_endpoint_config {
+      allow_external_traffic = true
     }
   }
 
@@ -94,6 +102,10 @@ resource "google_container_cluster" "this" {
     }
     horizontal_pod_autoscaling {
       disabled = false
+    }
+    # Backup for GKE: the scheduled backups of the learner's volume (modules/backup).
+    gke_backup_agent_config {
+      enabled = true
     }
   }
 }

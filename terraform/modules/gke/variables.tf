@@ -44,7 +44,7 @@ variable "services_range_name" {
 }
 
 variable "master_authorized_cidrs" {
-  description = "CIDRs allowed to reach the control plane; empty: any."
+  description = "CIDRs allowed to reach the control plane's IP endpoint; empty: none (DNS endpoint only)."
   type        = list(string)
 }
 

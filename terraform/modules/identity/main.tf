@@ -2,10 +2,14 @@
 # service does, bound to its Kubernetes service account through Workload
 # Identity (no key files). The UI needs no Google access and gets none.
 #
-#   learning : consume the feedback subscription, publish model updates,
-#              read and write the model bucket
-#   inference: publish feedback, create/consume its own model-update
-#              subscriptions, read the model bucket
+#   learning : consume (and get) the feedback subscription, publish model
+#              updates, read and write the model bucket (models, feedback backup)
+#   inference: publish feedback, create/consume/delete its own model-update
+#              subscriptions (an IAM condition on their name prefix), read the
+#              model bucket
+#   nobody   : creates, changes or deletes topics or the learner's
+#              subscription at run time: Terraform does (tests/infra/test_infra_iam.py
+#              fails on any grant wider than the services' calls)
 #
 # The registry speaks the S3 API to Cloud Storage, which authenticates with
 # HMAC keys: each service gets a key of its own service account, so the
@@ -52,9 +56,11 @@ resource "google_pubsub_topic_iam_member" "learning_publish_models" {
   member = local.learning
 }
 
+# objectUser, not objectAdmin: read, write, overwrite (which needs delete in
+# Cloud Storage) and multipart uploads, but no object IAM.
 resource "google_storage_bucket_iam_member" "learning_bucket" {
   bucket = var.bucket_name
-  role   = "roles/storage.objectAdmin"
+  role   = "roles/storage.objectUser"
   member = local.learning
 }
 
@@ -73,10 +79,15 @@ resource "google_pubsub_topic_iam_member" "inference_attach" {
   member = local.inference
 }
 
-# Every inference process owns a subscription it creates at start-up and
-# deletes at shutdown (inference-model-updates-<host>-<pid>-<random>, with an
-# expiration TTL): a custom role with exactly those permissions. It is granted
-# on the project because the names are only known at run time.
+# Fan-out: every inference process creates its own subscription on the model
+# topic at start-up and deletes it at shutdown
+# (inference-model-updates-<host>-<pid>-<random>, with a one-day expiration
+# TTL for processes that die uncleanly). Names are only known at run time, so
+# the custom role is granted on the project, but an IAM condition confines it
+# to subscriptions whose name has the inference prefix
+# (tagloop.channels.provisioning.INFERENCE_SUBSCRIPTION_PREFIX): the learner's
+# subscription and any other stay out of reach. The inference service may
+# not create topics: Terraform owns them (TAGLOOP_PUBSUB_PROVISION=false).
 resource "google_project_iam_custom_role" "subscription_owner" {
   project     = var.project_id
   role_id     = replace("${var.name}_subscription_owner", "-", "_")
@@ -94,6 +105,12 @@ resource "google_project_iam_member" "inference_subscriptions" {
   project = var.project_id
   role    = google_project_iam_custom_role.subscription_owner.id
   member  = local.inference
+
+  condition {
+    title       = "own-subscriptions-only"
+    description = "Only the inference processes' own subscriptions (name prefix ${var.inference_subscription_prefix})."
+    expression  = "resource.type == \"pubsub.googleapis.com/Subscription\" && resource.name.startsWith(\"projects/${var.project_id}/subscriptions/${var.inference_subscription_prefix}\")"
+  }
 }
 
 resource "google_storage_bucket_iam_member" "inference_bucket" {

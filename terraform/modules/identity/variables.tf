@@ -37,3 +37,8 @@ variable "model_topic_id" {
   description = "Model-update topic id."
   type        = string
 }
+
+variable "inference_subscription_prefix" {
+  description = "Name prefix of the inference processes' own subscriptions (their IAM condition)."
+  type        = string
+}
