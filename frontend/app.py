@@ -17,6 +17,14 @@ from frontend.proxy import ROUTES, UpstreamError, UpstreamPool
 from frontend.settings import UISettings
 from frontend.tag_rules import tag_rules
 from tagloop.web import httpmetrics
+from tagloop.web.annotators import (
+    ANNOTATOR_HEADER,
+    COOKIE_MAX_AGE_SECONDS,
+    COOKIE_NAME,
+    AnnotatorCookies,
+    address_annotator,
+    identity_annotator,
+)
 from tagloop.web.api import (
     ApiError,
     error_response,
@@ -114,6 +122,32 @@ def create_app(settings: UISettings, titles: list[str], pool: UpstreamPool | Non
     refuse_redirects(app)
     httpmetrics.install(app)
     install_security_headers(app, csp=PAGE_CSP)
+    cookies = AnnotatorCookies(settings.annotator_secret)
+
+    def annotator() -> str:
+        """The trusted proxy's user, else this browser's signed cookie, else the address."""
+        if settings.identity_header and request.headers.get(settings.identity_header):
+            return identity_annotator(request.headers[settings.identity_header])
+        return cookies.verify(request.cookies.get(COOKIE_NAME)) or address_annotator(
+            request.remote_addr
+        )
+
+    @app.after_request
+    def give_annotator_id(response: Response) -> Response:
+        """Every browser gets an anonymous id on its first visit (or after a forged one)."""
+        if request.path not in QUIET_ROUTES and not cookies.verify(
+            request.cookies.get(COOKIE_NAME)
+        ):
+            response.set_cookie(
+                COOKIE_NAME,
+                cookies.issue(),
+                max_age=COOKIE_MAX_AGE_SECONDS,
+                path="/",
+                secure=request.scheme == "https",
+                httponly=True,
+                samesite="Strict",
+            )
+        return response
 
     @app.before_request
     def start_timer() -> None:
@@ -171,6 +205,7 @@ def create_app(settings: UISettings, titles: list[str], pool: UpstreamPool | Non
             "X-Forwarded-For": request.remote_addr or "",
             "X-Forwarded-Proto": request.scheme,
             "X-Forwarded-Host": request.host,
+            ANNOTATOR_HEADER: annotator(),
         }
         try:
             answer = upstreams.forward(

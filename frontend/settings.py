@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +13,28 @@ from urllib.parse import urlsplit
 from tagloop.settings import ConfigError, env_float, env_int, env_str
 from tagloop.web.forwarding import ProxyChain
 
+log = logging.getLogger(__name__)
+
 DEFAULT_UPSTREAMS = "http://127.0.0.1:8001,http://127.0.0.1:8002"
+MIN_SECRET_LENGTH = 32
+
+
+def annotator_secret(env: Mapping[str, str]) -> bytes:
+    """The key that signs annotator cookies: set it (a Secret) so ids survive restarts.
+
+    Unset, a random key is made once here, in the gunicorn master before the
+    workers fork, so every worker accepts every other's cookies; browsers get
+    new anonymous ids after a restart.
+    """
+    raw = env.get("TAGLOOP_UI_ANNOTATOR_SECRET", "").strip()
+    if not raw:
+        log.warning("TAGLOOP_UI_ANNOTATOR_SECRET is not set: annotator ids last until a restart")
+        return secrets.token_bytes(32)
+    if len(raw) < MIN_SECRET_LENGTH:
+        raise ConfigError(
+            f"TAGLOOP_UI_ANNOTATOR_SECRET must be at least {MIN_SECRET_LENGTH} characters"
+        )
+    return raw.encode()
 
 
 def parse_upstreams(name: str, raw: str) -> tuple[str, ...]:
@@ -44,6 +67,9 @@ class UISettings:
     upstream_timeout_seconds: float
     proxy: ProxyChain
     model_poll_seconds: float
+    annotator_secret: bytes
+    identity_header: str | None
+    """A header with the authenticated user, set by a trusted proxy (never by clients)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> UISettings:
@@ -63,4 +89,6 @@ class UISettings:
             model_poll_seconds=env_float(
                 env, "TAGLOOP_UI_MODEL_POLL_SECONDS", 15.0, minimum=0.1, maximum=3600.0
             ),
+            annotator_secret=annotator_secret(env),
+            identity_header=env.get("TAGLOOP_UI_IDENTITY_HEADER", "").strip() or None,
         )

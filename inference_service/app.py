@@ -20,6 +20,7 @@ from inference_service.runtime import Runtime
 from tagloop.domain.messages import InvalidMessage, validate_title
 from tagloop.domain.model import Prediction
 from tagloop.web import httpmetrics
+from tagloop.web.annotators import ANNOTATOR_HEADER, replica_annotator
 from tagloop.web.api import (
     ApiError,
     install_cors,
@@ -85,7 +86,13 @@ def create_app(settings: InferenceSettings | None = None, runtime: Runtime | Non
     @app.post("/api/feedback")
     def feedback() -> tuple[Response, int]:
         runtime.feedback.check_rate(request.remote_addr or "unknown")
-        feedback_id = runtime.feedback.submit(json_body())
+        # The UI's annotator header is believed exactly when its X-Forwarded-For is:
+        # the peer is a trusted proxy, so TrustedProxyFix rewrote the address.
+        trusted_hop = "werkzeug.proxy_fix.orig" in request.environ
+        annotator = replica_annotator(
+            request.headers.get(ANNOTATOR_HEADER), request.remote_addr, trusted_hop
+        )
+        feedback_id = runtime.feedback.submit(json_body(), annotator)
         return jsonify({"feedback_id": feedback_id}), 202
 
     @app.get("/api/model")

@@ -26,6 +26,7 @@ from tagloop.web.api import ApiError
 log = logging.getLogger(__name__)
 
 MAX_TRACKED_CLIENTS = 10_000
+SERVER_FIELDS = frozenset({"submitted_at", "annotator"})
 RATE_LIMIT_FILE = "feedback-rate-limit.sqlite"
 """In the multiprocess directory (`tagloop serve` empties it at start; not a metrics `*.db`)."""
 
@@ -153,10 +154,11 @@ class FeedbackPublisher:
                 {"Retry-After": str(max(1, math.ceil(wait)))},
             )
 
-    def submit(self, body: dict[str, Any]) -> str:
-        """Validate and publish; returns the feedback id."""
-        # The submission time is the server's fact, not something a client asserts.
-        body = {key: value for key, value in body.items() if key != "submitted_at"}
+    def submit(self, body: dict[str, Any], annotator: str) -> str:
+        """Validate (the correction contract) and publish; returns the feedback id."""
+        # The submission time and the annotator are the server's facts, not a client's claims.
+        body = {key: value for key, value in body.items() if key not in SERVER_FIELDS}
+        body["annotator"] = annotator
         try:
             feedback = Feedback.from_dict(body)
         except InvalidMessage as error:

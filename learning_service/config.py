@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from tagloop.channels.bus import DEFAULT_REJECT_LOG_BACKUPS, DEFAULT_REJECT_LOG_MAX_BYTES
 from tagloop.domain.signing import SIGNING_KEY_VAR, KeySettings, Signer
 from tagloop.settings import (
     CommonSettings,
@@ -18,6 +19,8 @@ from tagloop.settings import (
 )
 
 MIN_ADMIN_TOKEN_LENGTH = 16
+MIN_REJECT_LOG_BYTES = 256 * 1024
+"""Room for a few entries of the largest size (a 64 KiB payload, base64)."""
 
 
 @dataclass(frozen=True)
@@ -31,8 +34,11 @@ class LearnerSettings:
     refit_every: int
     min_fit_interval_seconds: float
     new_tag_min_support: int
+    new_tag_min_annotators: int
     promotion_tolerance: float
     admin_token: str | None
+    reject_log_max_bytes: int
+    reject_log_backups: int
     keys: KeySettings
     """TAGLOOP_MODEL_SIGNING_KEY_FILE, the key models and current.json are signed with (required
     by `Learner.from_settings`), and keys trusted besides its own (TAGLOOP_MODEL_PUBLIC_KEYS /
@@ -78,10 +84,26 @@ class LearnerSettings:
             refit_every=env_int(env, "TAGLOOP_REFIT_EVERY", 100, minimum=1),
             min_fit_interval_seconds=env_float(env, "TAGLOOP_MIN_FIT_INTERVAL_SECONDS", 10.0),
             new_tag_min_support=env_int(env, "TAGLOOP_NEW_TAG_MIN_SUPPORT", 3, minimum=1),
+            new_tag_min_annotators=env_int(
+                env, "TAGLOOP_NEW_TAG_MIN_ANNOTATORS", 3, minimum=1, maximum=1000
+            ),
             promotion_tolerance=env_float(
                 env, "TAGLOOP_PROMOTION_TOLERANCE", 0.01, minimum=0.0, maximum=1.0
             ),
             admin_token=token,
+            reject_log_max_bytes=env_int(
+                env,
+                "TAGLOOP_REJECT_LOG_MAX_BYTES",
+                DEFAULT_REJECT_LOG_MAX_BYTES,
+                minimum=MIN_REJECT_LOG_BYTES,
+            ),
+            reject_log_backups=env_int(
+                env,
+                "TAGLOOP_REJECT_LOG_BACKUPS",
+                DEFAULT_REJECT_LOG_BACKUPS,
+                minimum=0,
+                maximum=100,
+            ),
             keys=KeySettings.from_env(env),
             model_stale_alert_seconds=env_float(
                 env, "TAGLOOP_MODEL_STALE_ALERT_SECONDS", 3600.0, minimum=60.0

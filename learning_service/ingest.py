@@ -4,7 +4,9 @@ Acking only after the batch is fsync'd means a crash loses nothing: what was
 not acked is redelivered, and the dedupe index (rebuilt from the CSV on
 start-up) stores each feedback_id once. Malformed payloads are acked too,
 after they are logged and appended to the reject log, so a poison message is
-never redelivered forever.
+never redelivered forever. Validation is per message (the correction contract,
+then the store's read-back check), so one message that cannot be stored is
+rejected alone and the rest of its batch is stored.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import logging
 import threading
 from collections.abc import Callable
 
+from learning_service.agreement import Agreement
 from learning_service.metrics import LearnerMetrics
 from learning_service.retry import (
     ADMIN_TIMEOUT,
@@ -47,6 +50,7 @@ class Ingestor(threading.Thread):
         rejects: RejectLog,
         metrics: LearnerMetrics,
         support: NewTagSupport,
+        agreement: Agreement,
         on_stored: Callable[[], None],
         stop: threading.Event,
         provisioner: Provisioner | None = None,
@@ -60,13 +64,15 @@ class Ingestor(threading.Thread):
         self.rejects = rejects
         self.metrics = metrics
         self.support = support
+        self.agreement = agreement
         self.on_stored = on_stored
         self.stop = stop
         self.provisioner = provisioner or Provisioner(bus, provision=True)
         self.blocked = blocked or Blocked()
         self.connected = False
         for row in store.rows():
-            support.add(row.title, row.tags)
+            support.add(row.title, row.tags, row.annotator)
+            agreement.add(row.title, row.tags, row.annotator)
         metrics.held_back_tags.set(len(support.held_back()))
 
     def run(self) -> None:
@@ -126,7 +132,8 @@ class Ingestor(threading.Thread):
         self.metrics.duplicates.inc(len(valid) - len(stored))
         for row in stored:
             self.metrics.observe_online(row.predicted_tags, row.tags)
-            self.support.add(row.title, row.tags)
+            self.support.add(row.title, row.tags, row.annotator)
+            self.agreement.add(row.title, row.tags, row.annotator)
         self.metrics.held_back_tags.set(len(self.support.held_back()))
         try:
             self.bus.ack(self.subscription, [message.ack_id for message in batch])

@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from learning_service.agreement import Agreement
 from learning_service.backup import Backup
 from learning_service.broadcast import Broadcaster
 from learning_service.config import LearnerSettings
@@ -45,7 +46,10 @@ class Learner:
         self.store = FeedbackStore(settings.feedback_csv)
         self.metrics.corpus_rows.labels("bootstrap").set(len(bootstrap))
         self.corpus_sizes = {"bootstrap_rows": len(bootstrap), "test_rows": len(test)}
-        self.support = NewTagSupport(bootstrap.vocabulary(), settings.new_tag_min_support)
+        self.metrics.quarantined.inc(self.store.quarantined)
+        self.support = NewTagSupport(
+            bootstrap.vocabulary(), settings.new_tag_min_support, settings.new_tag_min_annotators
+        )
         # Why Pub/Sub work cannot proceed (IAM, a missing resource): /readyz shows it.
         self.blocked = Blocked()
         provisioner = Provisioner(bus, settings.common.pubsub_provision)
@@ -70,14 +74,19 @@ class Learner:
         # Read at scrape time, so they are never stale.
         self.metrics.corpus_rows.labels("feedback").set_function(lambda: len(self.store))
         self.metrics.samples_since_fit.set_function(self.refitter.samples_since_fit)
+        self.agreement = Agreement()
+        self.metrics.agreement.set_function(self.agreement.overall)
         self.ingestor = Ingestor(
             bus,
             settings.common.feedback_topic,
             settings.common.feedback_subscription,
             self.store,
-            RejectLog(settings.rejects_log),
+            RejectLog(
+                settings.rejects_log, settings.reject_log_max_bytes, settings.reject_log_backups
+            ),
             self.metrics,
             self.support,
+            self.agreement,
             self.refitter.notify,
             self.stop_event,
             provisioner,
@@ -158,9 +167,11 @@ class Learner:
             "held_back_tags": {
                 "count": len(held_back),
                 "min_support": self.settings.new_tag_min_support,
+                "min_annotators": self.settings.new_tag_min_annotators,
                 "top": dict(sorted(held_back.items(), key=lambda item: -item[1])[:HELD_BACK_SHOWN]),
             },
             "online_quality": self.metrics.online_quality(),
+            "agreement": self.agreement.summary(),
             "pending_broadcast": self.broadcaster.pending,
             "ready": self.readiness(),
         }

@@ -58,6 +58,11 @@ class LearnerMetrics:
             ["reason"],
             registry=r,
         )
+        self.quarantined = Counter(
+            "tagloop_feedback_quarantined",
+            "Unreadable feedback.csv lines moved to the quarantine file at start-up.",
+            registry=r,
+        )
         self.corpus_rows = Gauge(
             "tagloop_corpus_rows", "Rows available for training, by source.", ["source"], registry=r
         )
@@ -124,6 +129,11 @@ class LearnerMetrics:
         self.online_recall = Gauge(
             "tagloop_online_recall",
             f"Recall of the served predicted_tags against users' tags (last {ONLINE_WINDOW}).",
+            registry=r,
+        )
+        self.agreement = Gauge(
+            "tagloop_annotator_agreement",
+            "Mean pairwise Jaccard agreement of annotators on the titles two or more corrected.",
             registry=r,
         )
         self._online = OnlineQuality()

@@ -292,7 +292,10 @@ class Refitter(threading.Thread):
 
     def _fit(self, snapshot: int, trigger: str) -> None:
         train, held_back = training_corpus(
-            self.bootstrap, self.store.rows(snapshot), self.settings.new_tag_min_support
+            self.bootstrap,
+            self.store.rows(snapshot),
+            self.settings.new_tag_min_support,
+            self.settings.new_tag_min_annotators,
         )
         version = new_version()
         with self._wake:

@@ -5,13 +5,21 @@ acks the messages, so an acked correction is on disk. A crash can still cut
 the last write short: on start-up a torn tail is detected, logged and
 truncated, and the dedupe index is rebuilt from the rows that survived, so a
 redelivered message is stored again exactly once. Every record is exactly one
-physical line (titles are folded to one line, identifiers with control
-characters are refused), which is what makes the tail check exact. An
-exclusive lock on the directory keeps a second learner from writing too.
+physical line (the correction contract makes titles one line and identifiers
+printable), which is what makes the tail check exact.
+
+The store reads back everything it writes: each row is parsed back from its
+line before it is appended, and one that would not read back is refused as an
+`InvalidMessage` (the ingest loop rejects that one message, not its batch).
+A complete line that still cannot be read at start-up (damage by something
+other than a crash) is moved to `feedback.quarantine.jsonl` with a log line,
+and start-up continues. An exclusive lock on the directory keeps a second
+learner from writing too.
 """
 
 from __future__ import annotations
 
+import base64
 import csv
 import fcntl
 import io
@@ -19,11 +27,10 @@ import json
 import logging
 import os
 import threading
-import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-from tagloop.domain.messages import Feedback, InvalidMessage
+from tagloop.domain.messages import Feedback, InvalidMessage, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -35,23 +42,18 @@ FIELDS = (
     "model_version",
     "submitted_at",
     "received_at",
+    "annotator",
 )
+LEGACY_FIELDS = len(FIELDS) - 1
+"""Rows written before the annotator column existed have one field less."""
 HEADER = (",".join(FIELDS) + "\n").encode()
+LEGACY_HEADER = (",".join(FIELDS[:LEGACY_FIELDS]) + "\n").encode()
 LOCK_NAME = ".lock"
+QUARANTINE_SUFFIX = ".quarantine.jsonl"
 
 
 class StoreError(RuntimeError):
     """The store cannot be opened safely (foreign file, corruption mid-file, locked)."""
-
-
-def _has_control(text: str) -> bool:
-    return any(unicodedata.category(char) == "Cc" for char in text)
-
-
-def one_line(text: str) -> str:
-    """Control characters become spaces and whitespace runs collapse: a title is one line."""
-    cleaned = "".join(" " if unicodedata.category(c) == "Cc" else c for c in text)
-    return " ".join(cleaned.split())
 
 
 def _tag_list(raw: str, allow_empty: bool) -> list[str]:
@@ -75,22 +77,29 @@ class StoredFeedback:
     submitted_at: str
     received_at: str
 
+    annotator: str | None = None
+
     @classmethod
     def from_feedback(cls, feedback: Feedback, received_at: str) -> StoredFeedback:
-        """The row for a validated message; InvalidMessage if it cannot be one CSV line."""
-        if _has_control(feedback.feedback_id):
-            raise InvalidMessage("bad_feedback_id", "feedback_id contains control characters")
-        if feedback.model_version is not None and _has_control(feedback.model_version):
-            raise InvalidMessage("wrong_type", "model_version contains control characters")
-        return cls(
+        """The row for a validated message; InvalidMessage if its line would not read back."""
+        row = cls(
             feedback_id=feedback.feedback_id,
-            title=one_line(feedback.title),
+            title=feedback.title,
             tags=list(feedback.tags),
             predicted_tags=list(feedback.predicted_tags),
             model_version=feedback.model_version or None,
             submitted_at=feedback.submitted_at,
             received_at=received_at,
+            annotator=feedback.annotator or None,
         )
+        try:
+            line = row.to_line()
+            readable = line.count(b"\n") == 1 and cls.from_line(line[:-1]) == row
+        except (ValueError, UnicodeError):
+            readable = False
+        if not readable:
+            raise InvalidMessage("unstorable", "the correction would not read back from the store")
+        return row
 
     def to_line(self) -> bytes:
         buffer = io.StringIO()
@@ -103,6 +112,7 @@ class StoredFeedback:
                 self.model_version or "",
                 self.submitted_at,
                 self.received_at,
+                self.annotator or "",
             )
         )
         return buffer.getvalue().encode()
@@ -111,9 +121,11 @@ class StoredFeedback:
     def from_line(cls, line: bytes) -> StoredFeedback:
         """Parse one stored line (without its newline); ValueError if it is not a valid row."""
         fields = next(csv.reader([line.decode("utf-8")]), [])
+        if len(fields) == LEGACY_FIELDS:
+            fields.append("")
         if len(fields) != len(FIELDS):
             raise ValueError(f"{len(fields)} fields, want {len(FIELDS)}")
-        feedback_id, title, tags, predicted, version, submitted_at, received_at = fields
+        feedback_id, title, tags, predicted, version, submitted_at, received_at, annotator = fields
         if not feedback_id or not title or not submitted_at or not received_at:
             raise ValueError("empty required field")
         return cls(
@@ -124,6 +136,7 @@ class StoredFeedback:
             model_version=version or None,
             submitted_at=submitted_at,
             received_at=received_at,
+            annotator=annotator or None,
         )
 
 
@@ -138,6 +151,9 @@ class FeedbackStore:
         self._lock = threading.Lock()
         self._rows: list[StoredFeedback] = []
         self._ids: set[str] = set()
+        self.quarantine_path = path.with_name(path.stem + QUARANTINE_SUFFIX)
+        self.quarantined = 0
+        """Lines moved to the quarantine file when this store was opened."""
         path.parent.mkdir(parents=True, exist_ok=True)
         self._dir_lock = self._lock_directory(path.parent / LOCK_NAME)
         try:
@@ -161,36 +177,74 @@ class FeedbackStore:
         return fd
 
     def _recover(self) -> None:
-        """Load every complete row; truncate a torn or garbled tail, refuse mid-file damage."""
+        """Load every readable row; truncate a torn tail, quarantine unreadable lines."""
         raw = self.path.read_bytes() if self.path.exists() else b""
-        if not raw.startswith(HEADER):
+        header = next((h for h in (HEADER, LEGACY_HEADER) if raw.startswith(h)), None)
+        if header is None:
             if HEADER.startswith(raw):  # empty, or a header cut short by a crash
                 self._truncate(raw, 0)
                 return
             raise StoreError(f"{self.path}: not a tagloop feedback file (unexpected header)")
-        keep = offset = len(HEADER)
-        bad: list[int] = []
-        *lines, _tail = raw[offset:].split(b"\n")
+        *lines, tail = raw[len(header) :].split(b"\n")
+        unreadable: list[tuple[int, bytes, str]] = []
         for number, line in enumerate(lines, start=2):
-            offset += len(line) + 1
             try:
                 row = StoredFeedback.from_line(line)
             except (ValueError, UnicodeDecodeError) as error:
-                bad.append(number)
-                log.debug("line %d of %s is not a valid row: %s", number, self.path, error)
+                unreadable.append((number, line, str(error)))
                 continue
-            if bad:
-                raise StoreError(
-                    f"{self.path}: malformed line(s) {bad} before valid line {number}; "
-                    "the file was damaged by something other than a crash, inspect it"
-                )
             if row.feedback_id in self._ids:
                 log.warning("duplicate feedback_id %s at line %d ignored", row.feedback_id, number)
             else:
                 self._rows.append(row)
                 self._ids.add(row.feedback_id)
-            keep = offset
-        self._truncate(raw, keep)
+        if unreadable:
+            self._quarantine(unreadable)
+        if unreadable or header != HEADER:
+            self._rewrite()  # also drops a torn tail: its message was never acked
+        else:
+            self._truncate(raw, len(raw) - len(tail))
+
+    def _quarantine(self, lines: list[tuple[int, bytes, str]]) -> None:
+        """Keep unreadable lines for inspection, out of the way of start-up."""
+        at = utc_now()
+        entries = "".join(
+            json.dumps(
+                {
+                    "quarantined_at": at,
+                    "line": number,
+                    "error": error,
+                    "preview": line[:500].decode("utf-8", "replace"),
+                    "raw_base64": base64.b64encode(line).decode("ascii"),
+                }
+            )
+            + "\n"
+            for number, line, error in lines
+        )
+        with self.quarantine_path.open("a", encoding="utf-8") as handle:
+            handle.write(entries)
+            handle.flush()
+            os.fsync(handle.fileno())
+        self.quarantined = len(lines)
+        log.error(
+            "%d unreadable line(s) of %s moved to %s (lines %s); start-up continues",
+            len(lines),
+            self.path,
+            self.quarantine_path,
+            [number for number, _, _ in lines][:20],
+            extra={"quarantined": len(lines), "quarantine_file": str(self.quarantine_path)},
+        )
+
+    def _rewrite(self) -> None:
+        """Replace the file atomically with the header and the rows loaded."""
+        temporary = self.path.with_name(self.path.name + ".tmp")
+        with temporary.open("wb") as handle:
+            handle.write(HEADER + b"".join(row.to_line() for row in self._rows))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, self.path)
+        _fsync_directory(self.path.parent)
+        log.warning("rewrote %s with %d rows", self.path, len(self._rows))
 
     def _truncate(self, raw: bytes, keep: int) -> None:
         if keep == len(raw):

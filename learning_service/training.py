@@ -2,9 +2,11 @@
 
 The training set is the bootstrap corpus plus every accepted correction, with
 one guard: a tag the bootstrap corpus does not know enters training only once
-it was given to at least `min_support` distinct titles, so a typo or one
-user's invented tag never becomes a class. Until then it is held back (the
-row is still stored; it trains on its other tags, if any).
+it was given to at least `min_support` distinct titles by at least
+`min_annotators` distinct annotators, so a typo or one user's invented tag
+(however many titles they tag with it) never becomes a class. Until then it is
+held back (the row is still stored; it trains on its other tags, if any).
+Rows without an annotator (from before annotator ids) count as one annotator.
 
 `fit_candidate` and `score_bundle` are the worker's entry points: plain
 functions of picklable arguments, importing the scikit-learn stack lazily so
@@ -47,42 +49,57 @@ class Corpus:
         return digest.hexdigest()
 
 
-class NewTagSupport:
-    """Distinct titles per tag outside the known vocabulary (thread-safe)."""
+UNKNOWN_ANNOTATOR = ""
 
-    def __init__(self, known: set[str], min_support: int) -> None:
+
+class NewTagSupport:
+    """Distinct titles and annotators per tag outside the known vocabulary (thread-safe)."""
+
+    def __init__(self, known: set[str], min_support: int, min_annotators: int = 1) -> None:
         self.known = known
         self.min_support = min_support
+        self.min_annotators = min_annotators
         self._titles: dict[str, set[str]] = defaultdict(set)
+        self._annotators: dict[str, set[str]] = defaultdict(set)
         self._lock = threading.Lock()
 
-    def add(self, title: str, tags: Iterable[str]) -> None:
+    def add(self, title: str, tags: Iterable[str], annotator: str | None = None) -> None:
         with self._lock:
             for tag in tags:
                 if tag not in self.known:
                     self._titles[tag].add(title.casefold())
+                    self._annotators[tag].add(annotator or UNKNOWN_ANNOTATOR)
+
+    def _supported(self, tag: str) -> bool:
+        return (
+            len(self._titles.get(tag, ())) >= self.min_support
+            and len(self._annotators.get(tag, ())) >= self.min_annotators
+        )
 
     def eligible(self, tag: str) -> bool:
         with self._lock:
-            return tag in self.known or len(self._titles.get(tag, ())) >= self.min_support
+            return tag in self.known or self._supported(tag)
 
     def held_back(self) -> dict[str, int]:
-        """New tags still below the threshold, with their current support."""
+        """New tags still below a threshold, with their current support (distinct titles)."""
         with self._lock:
             return {
                 tag: len(titles)
                 for tag, titles in sorted(self._titles.items())
-                if len(titles) < self.min_support
+                if not self._supported(tag)
             }
 
 
 def training_corpus(
-    bootstrap: Corpus, feedback: Sequence[StoredFeedback], min_support: int
+    bootstrap: Corpus,
+    feedback: Sequence[StoredFeedback],
+    min_support: int,
+    min_annotators: int = 1,
 ) -> tuple[Corpus, dict[str, int]]:
     """Bootstrap rows + feedback rows minus held-back tags; also returns the held-back tags."""
-    support = NewTagSupport(bootstrap.vocabulary(), min_support)
+    support = NewTagSupport(bootstrap.vocabulary(), min_support, min_annotators)
     for row in feedback:
-        support.add(row.title, row.tags)
+        support.add(row.title, row.tags, row.annotator)
     titles, tags = list(bootstrap.titles), list(bootstrap.tags)
     for row in feedback:
         kept = [tag for tag in row.tags if support.eligible(tag)]

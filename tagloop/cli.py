@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -174,6 +175,30 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from learning_service.export import export
+
+    store = args.data_dir / "feedback.csv"
+    count = export(store, args.out)
+    print(f"exported {count} corrections from {store} to {args.out}")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from tagloop.replay import replay
+
+    def progress(done: int, statuses: Counter[int]) -> None:
+        if done % 50 == 0:
+            print(f"\rreplayed {done} ({statuses[202]} accepted)", end="", file=sys.stderr)
+
+    statuses = replay(args.file, args.url, progress)
+    total = sum(statuses.values())
+    print(f"\rreplayed {total}: " + ", ".join(f"{n} x {s}" for s, n in sorted(statuses.items())))
+    return 0 if set(statuses) <= {202} else 1
+
+
 def _model_rows(current: str | None, versions: list[dict[str, Any]]) -> list[str]:
     """One line per version, newest first: marker, version, F1 macro, decision."""
     rows = [f"  {'VERSION':<28} {'F1 MACRO':>8}  {'ROWS':>7}  DECISION"]
@@ -196,6 +221,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": cmd_serve,
     "keygen": cmd_keygen,
     "models": cmd_models,
+    "export": cmd_export,
+    "replay": cmd_replay,
     "pubsub-emulator": cmd_pubsub_emulator,
     "s3-server": cmd_s3_server,
     "up": cmd_up,
@@ -280,6 +307,21 @@ def build_parser() -> argparse.ArgumentParser:
     actions.add_parser("show", help="one version's metadata").add_argument("version")
     actions.add_parser("promote", help="make a stored version current").add_argument("version")
     actions.add_parser("rollback", help="return to the promoted version before the current one")
+    export = sub.add_parser("export", help="write the learner's stored corrections to a CSV file")
+    export.add_argument("--out", required=True, type=Path, help="FILE.csv")
+    export.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("TAGLOOP_DATA_DIR", "var/learner")),
+        help="the learner's data directory (default: $TAGLOOP_DATA_DIR or var/learner)",
+    )
+    replay = sub.add_parser("replay", help="send an exported file through the public API")
+    replay.add_argument("file", type=Path)
+    replay.add_argument(
+        "--url",
+        default=os.environ.get("TAGLOOP_API_URL", "http://127.0.0.1:8080"),
+        help="the UI or a replica (default: $TAGLOOP_API_URL or the local stack's UI)",
+    )
     add_dev_commands(sub)
     return parser
 

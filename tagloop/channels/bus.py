@@ -7,12 +7,15 @@ process that first uses them (and again after a fork), never at import time.
 
 Consumers parse payloads with `parse_or_reject`: a malformed message is
 logged, written to a reject log and reported by its reason, and the consumer
-acks it anyway, so a poison message is never redelivered forever.
+acks it anyway, so a poison message is never redelivered forever. The reject
+log is bounded (a size cap with rotation, each entry's copy of the payload
+capped), so no publisher can fill the disk through it.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import os
@@ -41,6 +44,13 @@ ACK_BATCH = 2500  # ack ids per Acknowledge request, as the client library batch
 MAX_NAME = 255
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9\-_.~+%]")
 REJECT_PREVIEW_CHARS = 500
+REJECT_DATA_BYTES = 64 * 1024
+"""Payload bytes kept per reject entry (the feedback contract's size limit); the rest is
+summarised by its length and sha256."""
+REJECT_ATTRIBUTE_CHARS = 256
+REJECT_ATTRIBUTES = 32
+DEFAULT_REJECT_LOG_MAX_BYTES = 10 * 1024 * 1024
+DEFAULT_REJECT_LOG_BACKUPS = 3
 
 
 class PublishError(RuntimeError):
@@ -288,35 +298,78 @@ def _deadline(timeout: float | None) -> dict[str, Any]:
 
 
 class RejectLog:
-    """Append-only JSON-lines file of rejected messages, for inspection and replay.
+    """Bounded JSON-lines file of rejected messages, for inspection and replay.
 
-    `path=None` keeps only the log line. Thread-safe: streaming-pull callbacks
-    run in a thread pool.
+    When an entry would take the file past `max_bytes` it is rotated like a
+    log (`path` -> `path.1` -> ... -> `path.<backups>`, the oldest dropped),
+    so the log never holds more than about `(backups + 1) * max_bytes`.
+    `path=None` keeps only the log line. Thread-safe: streaming-pull
+    callbacks run in a thread pool.
     """
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(
+        self,
+        path: Path | None,
+        max_bytes: int = DEFAULT_REJECT_LOG_MAX_BYTES,
+        backups: int = DEFAULT_REJECT_LOG_BACKUPS,
+    ) -> None:
         self.path = path
+        self.max_bytes = max_bytes
+        self.backups = backups
         self._lock = threading.Lock()
+        self._size = 0
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
+            self._size = path.stat().st_size if path.exists() else 0
+
+    @staticmethod
+    def entry(received: Received, error: InvalidMessage) -> dict[str, Any]:
+        """What is kept of a rejected message: bounded, whatever the publisher sent."""
+        data = received.data
+        attributes = dict(list(received.attributes.items())[:REJECT_ATTRIBUTES])
+        return {
+            "rejected_at": utc_now(),
+            "reason": error.reason,
+            "detail": error.detail[:REJECT_PREVIEW_CHARS],
+            "message_id": received.message_id,
+            "publish_time": received.publish_time.isoformat(),
+            "delivery_attempt": received.delivery_attempt,
+            "attributes": {
+                key[:REJECT_ATTRIBUTE_CHARS]: value[:REJECT_ATTRIBUTE_CHARS]
+                for key, value in attributes.items()
+            },
+            "data_bytes": len(data),
+            "data_sha256": hashlib.sha256(data).hexdigest(),
+            "data_preview": data[:REJECT_PREVIEW_CHARS].decode("utf-8", "replace"),
+            "data_base64": base64.b64encode(data[:REJECT_DATA_BYTES]).decode("ascii"),
+            "data_truncated": len(data) > REJECT_DATA_BYTES,
+        }
 
     def record(self, received: Received, error: InvalidMessage) -> None:
         if self.path is None:
             return
-        entry = {
-            "rejected_at": utc_now(),
-            "reason": error.reason,
-            "detail": error.detail,
-            "message_id": received.message_id,
-            "publish_time": received.publish_time.isoformat(),
-            "delivery_attempt": received.delivery_attempt,
-            "attributes": received.attributes,
-            "data_preview": received.data[:REJECT_PREVIEW_CHARS].decode("utf-8", "replace"),
-            "data_base64": base64.b64encode(received.data).decode("ascii"),
-        }
-        line = json.dumps(entry, ensure_ascii=False) + "\n"
-        with self._lock, self.path.open("a", encoding="utf-8") as file:
-            file.write(line)
+        line = (json.dumps(self.entry(received, error), ensure_ascii=False) + "\n").encode()
+        with self._lock:
+            if self._size and self._size + len(line) > self.max_bytes:
+                self._rotate(self.path)
+            try:
+                with self.path.open("ab") as file:
+                    file.write(line)
+            except OSError as failure:  # the log line above still names the message
+                log.error("cannot write the reject log %s: %s", self.path, failure)
+                return
+            self._size += len(line)
+
+    def _rotate(self, path: Path) -> None:
+        for number in range(self.backups, 0, -1):
+            older = path.with_name(f"{path.name}.{number}")
+            newer = path.with_name(f"{path.name}.{number - 1}") if number > 1 else path
+            if newer.exists():
+                os.replace(newer, older)
+        if path.exists():  # backups == 0: nothing is kept
+            path.unlink()
+        self._size = 0
+        log.info("rotated the reject log %s", path, extra={"reject_log": str(path)})
 
 
 def parse_or_reject(
@@ -334,11 +387,19 @@ def parse_or_reject(
     """
     try:
         return parser(received.data, received.attributes), None
-    except InvalidMessage as error:
+    except Exception as caught:
+        # Anything else a parser raises is still about this one message: a payload
+        # that breaks the parser must not hold up, or be redelivered with, the rest.
+        error = (
+            caught
+            if isinstance(caught, InvalidMessage)
+            else InvalidMessage("unparseable", f"{type(caught).__name__}: {caught}")
+        )
         log.warning(
             "rejected message %s: %s",
             received.message_id,
             error,
+            exc_info=not isinstance(caught, InvalidMessage),
             extra={"message_id": received.message_id, "reason": error.reason},
         )
         if rejects is not None:

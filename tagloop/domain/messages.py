@@ -1,5 +1,12 @@
 """Pub/Sub payloads (contracts §3): building, serialising, parsing and validating.
 
+`Feedback.from_dict` is the one correction contract: the HTTP edge calls it
+before answering 202 and the learner calls it before storing, so anything the
+learner would refuse is a 422 at the edge, with the same `reason`. It
+normalises what it accepts (a title is one line of visible text, identifiers
+are printable and bounded), which is what lets the learner's CSV read back
+every accepted correction exactly.
+
 Readers must never crash on a bad message: `parse_*` raise `InvalidMessage`
 with a short machine-readable `reason`, which consumers log, count and ack.
 Unknown fields are ignored, so writers can extend payloads compatibly.
@@ -8,11 +15,13 @@ Unknown fields are ignored, so writers can extend payloads compatibly.
 from __future__ import annotations
 
 import json
+import unicodedata
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from tagloop.domain import strict_json
 from tagloop.domain.tags import InvalidTag, normalize_tags
 from tagloop.domain.versions import InvalidVersion, check_version
 
@@ -22,6 +31,10 @@ MODEL_UPDATE_SCHEMA = "tagloop.domain.model-update.v1"
 MAX_TITLE_LENGTH = 300
 MAX_TAGS = 10
 MAX_PAYLOAD_BYTES = 64 * 1024
+MAX_ID_LENGTH = 100
+"""feedback_id and model_version: a UUID or a version id is far shorter."""
+MAX_ANNOTATOR_LENGTH = 128
+MAX_TIMESTAMP_LENGTH = 40
 
 
 class InvalidMessage(ValueError):
@@ -41,6 +54,8 @@ def utc_now() -> str:
 def _check_timestamp(value: Any, name: str) -> str:
     if not isinstance(value, str):
         raise InvalidMessage("wrong_type", f"{name} must be an RFC 3339 string")
+    if len(value) > MAX_TIMESTAMP_LENGTH or not (value.isascii() and value.isprintable()):
+        raise InvalidMessage("bad_timestamp", f"{name} is not an RFC 3339 timestamp")
     try:
         datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
@@ -48,18 +63,55 @@ def _check_timestamp(value: Any, name: str) -> str:
     return value
 
 
+def _visible(char: str) -> bool:
+    """Letters, marks, numbers, punctuation, symbols: not control, format, surrogate or space."""
+    return unicodedata.category(char)[0] not in "CZ"
+
+
+def one_line(text: str) -> str:
+    """Control characters become spaces and whitespace runs collapse: a title is one line."""
+    cleaned = "".join(" " if unicodedata.category(c) == "Cc" else c for c in text)
+    return " ".join(cleaned.split())
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def validate_title(title: object) -> str:
-    """Trim and bound a question title; shared by the HTTP API and the learner."""
+    """Normalise and bound a question title; shared by the HTTP API and the learner.
+
+    The result is one line (control characters folded to spaces, whitespace
+    collapsed) with at least one visible character: "\\u0000\\u0000" or a
+    zero-width space alone is an empty title, not a row the store cannot read.
+    """
     if not isinstance(title, str):
         raise InvalidMessage("wrong_type", "title must be a string")
-    title = title.strip()
-    if not title:
-        raise InvalidMessage("empty_title", "title is empty")
+    if _has_surrogate(title):
+        raise InvalidMessage("invalid_unicode", "title holds a lone UTF-16 surrogate")
+    title = one_line(title)
+    if not any(_visible(char) for char in title):
+        raise InvalidMessage("empty_title", "title has no visible characters")
     if len(title) > MAX_TITLE_LENGTH:
         raise InvalidMessage(
             "title_too_long", f"title is longer than {MAX_TITLE_LENGTH} characters"
         )
     return title
+
+
+def validate_identifier(value: Any, name: str, reason: str, max_length: int) -> str:
+    """A string of 1-`max_length` visible characters (no spaces, controls or surrogates)."""
+    if not isinstance(value, str):
+        raise InvalidMessage("wrong_type", f"{name} must be a string")
+    if not 1 <= len(value) <= max_length or not all(_visible(char) for char in value):
+        raise InvalidMessage(
+            reason, f"{name} must be 1-{max_length} visible characters without spaces"
+        )
+    return value
 
 
 def validate_tags(tags: Any, name: str = "tags", allow_empty: bool = False) -> list[str]:
@@ -81,9 +133,12 @@ def _load_json(data: bytes) -> dict[str, Any]:
     if len(data) > MAX_PAYLOAD_BYTES:
         raise InvalidMessage("too_large", f"payload is larger than {MAX_PAYLOAD_BYTES} bytes")
     try:
-        payload = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InvalidMessage("not_json", f"payload is not UTF-8 JSON ({error})") from None
+        payload = strict_json.loads(data)
+    except strict_json.JsonError as error:
+        reason = "not_json" if error.code == "malformed_json" else error.code
+        raise InvalidMessage(
+            reason, f"payload is not representable JSON ({error.detail})"
+        ) from None
     if not isinstance(payload, dict):
         raise InvalidMessage("wrong_type", "payload must be a JSON object")
     return payload
@@ -93,6 +148,12 @@ def _check_schema(attributes: dict[str, str] | None, expected: str) -> None:
     schema = (attributes or {}).get("schema")
     if schema != expected:
         raise InvalidMessage("unknown_schema", f"schema attribute is {schema!r}, want {expected!r}")
+
+
+def _feedback_id(value: Any) -> str:
+    if not isinstance(value, str):
+        raise InvalidMessage("bad_feedback_id", "feedback_id must be a string")
+    return validate_identifier(value, "feedback_id", "bad_feedback_id", MAX_ID_LENGTH)
 
 
 @dataclass(frozen=True)
@@ -105,20 +166,18 @@ class Feedback:
     model_version: str | None = None
     feedback_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     submitted_at: str = field(default_factory=utc_now)
+    annotator: str | None = None
+    """Who corrected: "anon:<id>" (UI cookie), "user:<identity>" (trusted proxy header),
+    "addr:<hash>" (client address); None in messages from before annotators existed."""
 
     schema = FEEDBACK_SCHEMA
 
     @classmethod
     def from_dict(cls, payload: dict[str, Any]) -> Feedback:
-        """Validate and normalise a feedback object (HTTP body or message payload)."""
+        """The correction contract: validate and normalise (HTTP body or message payload)."""
         feedback_id = payload.get("feedback_id")
-        if feedback_id is None:
-            feedback_id = str(uuid.uuid4())
-        elif not isinstance(feedback_id, str) or not 1 <= len(feedback_id) <= 100:
-            raise InvalidMessage("bad_feedback_id", "feedback_id must be a string of 1-100 chars")
         model_version = payload.get("model_version")
-        if model_version is not None and not isinstance(model_version, str):
-            raise InvalidMessage("wrong_type", "model_version must be a string or null")
+        annotator = payload.get("annotator")
         predicted = payload.get("predicted_tags")
         submitted_at = payload.get("submitted_at")
         return cls(
@@ -127,11 +186,18 @@ class Feedback:
             predicted_tags=[]
             if predicted is None
             else validate_tags(predicted, "predicted_tags", allow_empty=True),
-            model_version=model_version,
-            feedback_id=feedback_id,
+            model_version=None
+            if model_version is None or model_version == ""
+            else validate_identifier(
+                model_version, "model_version", "bad_model_version", MAX_ID_LENGTH
+            ),
+            feedback_id=str(uuid.uuid4()) if feedback_id is None else _feedback_id(feedback_id),
             submitted_at=utc_now()
             if submitted_at is None
             else _check_timestamp(submitted_at, "submitted_at"),
+            annotator=None
+            if annotator is None
+            else validate_identifier(annotator, "annotator", "bad_annotator", MAX_ANNOTATOR_LENGTH),
         )
 
     def to_message(self) -> tuple[bytes, dict[str, str]]:

@@ -15,6 +15,8 @@ from flask import Flask, Response, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
+from tagloop.domain import strict_json
+
 log = logging.getLogger(__name__)
 
 # JSON answers are never rendered as documents: no scripts, no framing, no referrer.
@@ -87,16 +89,19 @@ def install_json_errors(app: Flask) -> None:
 
 
 def json_body() -> dict[str, Any]:
-    """The request's JSON object, or an `ApiError`: 415 not JSON, 400 malformed or not an object.
+    """The request's JSON object, or an `ApiError`: 415 not JSON, 400 not representable.
 
+    400 covers syntax errors and everything `strict_json` refuses (huge or
+    non-finite numbers, lone surrogates, duplicate keys, deep nesting), each
+    with its own code; a body Python could parse but not handle is never a 5xx.
     Body size is bounded before this by Flask's MAX_CONTENT_LENGTH (413).
     """
     if request.mimetype != "application/json":
         raise ApiError(415, "unsupported_media_type", "send the body as application/json")
     try:
-        body = json.loads(request.get_data(cache=False))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
-        raise ApiError(400, "malformed_json", f"body is not valid JSON: {error}") from None
+        body = strict_json.loads(request.get_data(cache=False))
+    except strict_json.JsonError as error:
+        raise ApiError(400, error.code, f"body is not representable JSON: {error.detail}") from None
     if not isinstance(body, dict):
         raise ApiError(400, "malformed_json", "body must be a JSON object")
     return body

@@ -21,6 +21,8 @@ only the learner is given the private key's path, the replicas the public one.
 from __future__ import annotations
 
 import argparse
+import os
+import secrets
 import shlex
 import shutil
 import socket
@@ -82,6 +84,17 @@ class Ports:
             **{replica_name(index): port for index, port in enumerate(self.inference)},
             "ui": self.ui,
         }
+
+
+def local_secret(path: Path) -> str:
+    """A random key made once per local stack (kept in its var dir, wiped by `tagloop reset`),
+    so that browsers keep their annotator ids across restarts of the UI."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secrets.token_hex(32))
+    return path.read_text().strip()
 
 
 def replica_name(index: int) -> str:
@@ -212,7 +225,12 @@ class Stack:
             ),
             # The UI needs no replica to be ready, so it starts beside the learner.
             Program(
-                "ui", command(ports.ui, "serve", "ui"), shared, ports.ui, stage=1, probe="http"
+                "ui",
+                command(ports.ui, "serve", "ui"),
+                {**shared, "TAGLOOP_UI_ANNOTATOR_SECRET": local_secret(var / "ui-annotator.key")},
+                ports.ui,
+                stage=1,
+                probe="http",
             ),
         ]
         for index, port in enumerate(ports.inference):

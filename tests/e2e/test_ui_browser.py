@@ -217,6 +217,8 @@ def test_predict_correct_and_submit(page: Page, loop: Loop) -> None:
     [message] = loop.collect(subscription, 1)
     submitted_at = message.pop("submitted_at")
     assert datetime.fromisoformat(submitted_at.replace("Z", "+00:00")).tzinfo is not None
+    # The browser's anonymous id, from the UI server's signed cookie (not its address).
+    assert re.fullmatch(r"anon:[0-9a-f]{32}", message.pop("annotator"))
     assert message == {
         "feedback_id": feedback_id,
         "title": TITLE,

@@ -25,6 +25,7 @@ from inference_service.config import InferenceSettings
 from inference_service.runtime import Runtime
 from tagloop.channels.bus import Bus
 from tagloop.domain.messages import FEEDBACK_SCHEMA
+from tagloop.web.annotators import address_annotator
 from tagloop_dev.s3server import S3Server
 from tests.fixtures.inference import InferenceSetup, ModelPublisher, Replica, inference_setup
 from tests.fixtures.keys import model_signer
@@ -33,7 +34,8 @@ from tests.fixtures.ui import start_ui
 from tests.fixtures.wait import wait_until
 
 SWITCH_SECONDS = 5.0
-FEEDBACK_KEYS = {"feedback_id", "title", "tags", "predicted_tags", "model_version", "submitted_at"}
+V1_KEYS = {"feedback_id", "title", "tags", "predicted_tags", "model_version", "submitted_at"}
+FEEDBACK_KEYS = V1_KEYS | {"annotator"}  # the optional extension, set by the edge
 
 
 @pytest.fixture(scope="module")
@@ -255,6 +257,7 @@ def test_feedback_arrives_on_the_learners_subscription(main):
         submitted = datetime.fromisoformat(payload["submitted_at"].replace("Z", "+00:00"))
         assert abs(datetime.now(UTC) - submitted) < timedelta(minutes=5)
         assert received[assigned][0]["model_version"] is None
+        assert received[assigned][0]["annotator"] == address_annotator("192.0.2.11")
     finally:
         bus.close()
     assert main.replica.metric("tagloop_inference_feedback_published_total") >= 2

@@ -7,7 +7,7 @@ import random
 import threading
 from pathlib import Path
 
-from learning_service.store import HEADER, StoredFeedback
+from learning_service.store import FIELDS, HEADER, StoredFeedback
 from tagloop.domain.data import load_labeled
 from tagloop.domain.messages import Feedback
 from tests.fixtures.learning import DATA_DIR, LearnerStack
@@ -99,7 +99,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_stores_nothing_twice(
     assert len(ids) == len(set(ids)) == DISTINCT
     assert set(ids) == {m.feedback_id for m in distinct}
     with csv_path.open(newline="", encoding="utf-8") as handle:
-        assert all(len(record) == 7 for record in csv.reader(handle))
+        assert all(len(record) == len(FIELDS) for record in csv.reader(handle))
 
     # A killed learner leaves no fit worker behind.
     orphans = set().union(*(kids for _, kids in killed))

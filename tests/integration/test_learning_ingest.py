@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import generate_latest
 
+from learning_service.agreement import Agreement
 from learning_service.ingest import Ingestor
 from learning_service.metrics import LearnerMetrics
 from learning_service.store import FeedbackStore
@@ -42,6 +43,7 @@ def ingestor(subscribed: Bus, tmp_path: Path) -> Iterator[Ingestor]:
         RejectLog(tmp_path / "rejects.jsonl"),
         LearnerMetrics(),
         NewTagSupport({"python", "java"}, min_support=3),
+        Agreement(),
         on_stored=lambda: None,
         stop=threading.Event(),
     )
@@ -139,6 +141,7 @@ def test_with_pubsub_unreachable_the_loop_backs_off_reports_it_and_stops_promptl
         RejectLog(tmp_path / "rejects.jsonl"),
         LearnerMetrics(),
         NewTagSupport(set(), min_support=3),
+        Agreement(),
         on_stored=lambda: None,
         stop=stop,
     )
@@ -159,3 +162,36 @@ def test_with_pubsub_unreachable_the_loop_backs_off_reports_it_and_stops_promptl
     assert not ingestor.is_alive()
     store.close()
     bus.close()
+
+
+def test_messages_that_cannot_be_stored_are_rejected_alone_and_the_rest_stored(
+    ingestor: Ingestor,
+):
+    """Issue 11, reproductions 1, 2, 5 and 6 as published payloads: poison isolation."""
+    bus = ingestor.bus
+    good = [Feedback(title=f"Read a file in Java, take {i}", tags=["java"]) for i in range(3)]
+    poison = {
+        b'{"title": "How do I \\ud800 parse", "tags": ["python"]}': "invalid_unicode",
+        b'{"title": "\\u0000\\u0000", "tags": ["python"]}': "empty_title",
+        b'{"title": "x", "tags": ["python"], "n": ' + b"1" * 4301 + b"}": "number_too_large",
+        b'{"title": "x", "tags": ["python"], "model_version": "v\\u0000"}': "bad_model_version",
+        b'{"title": "x", "tags": ["python"], "feedback_id": "' + b"f" * 1000 + b'"}': (
+            "bad_feedback_id"
+        ),
+    }
+    path = bus.topic_path(TOPIC)
+    bus.publish(TOPIC, good[0])
+    for data in poison:
+        bus.publisher.publish(path, data, schema="tagloop.feedback.v1").result(10)
+    for message in good[1:]:
+        bus.publish(TOPIC, message)
+
+    batch = pull_all(bus, len(good) + len(poison))
+    stored = ingestor.handle(batch)
+    assert sorted(r.feedback_id for r in stored) == sorted(m.feedback_id for m in good)
+    for reason in poison.values():
+        assert value(ingestor, "tagloop_feedback_rejected_total", reason=reason) == 1
+    expire_leases(bus, batch)
+    assert bus.pull(SUBSCRIPTION, timeout=1) == []  # every one acked, the poison too
+    rejected = ingestor.rejects.path.read_text().splitlines()
+    assert len(rejected) == len(poison)

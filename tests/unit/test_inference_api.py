@@ -304,3 +304,60 @@ def test_spec_documents_exactly_the_served_routes(client):
 def test_bad_configuration_names_the_variable(name, value):
     with pytest.raises(ConfigError, match=name):
         InferenceSettings.from_env({name: value})
+
+
+HUGE_INT = b"1" * 4301
+
+
+# Issue 11, reproductions 1, 2, 5 and 6 at the replica: refused before anything is published.
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        (b'{"title": "\\u0000\\u0000", "tags": ["python"]}', 422, "empty_title"),
+        (b'{"title": "\\u007f", "tags": ["python"]}', 422, "empty_title"),
+        (b'{"title": "How do I \\ud800 parse", "tags": ["python"]}', 400, "invalid_unicode"),
+        (b'{"title": "x", "n": ' + HUGE_INT + b"}", 400, "number_too_large"),
+        (b'{"title": "x", "tags": ["python"], "n": NaN}', 400, "invalid_number"),
+        (b'{"title": "x", "title": "y", "tags": ["python"]}', 400, "duplicate_key"),
+        (b'{"title": "x", "tags": ' + b"[" * 64 + b"]" * 64 + b"}", 400, "too_deep"),
+        (
+            json.dumps({"title": TITLE, "tags": ["python"], "model_version": "v" * 10**6}).encode(),
+            422,
+            "bad_model_version",
+        ),
+        (
+            json.dumps({"title": TITLE, "tags": ["python"], "model_version": "v" * 101}).encode(),
+            422,
+            "bad_model_version",
+        ),
+        (
+            json.dumps({"title": TITLE, "tags": ["python"], "model_version": "v1\u0000"}).encode(),
+            422,
+            "bad_model_version",
+        ),
+        (
+            json.dumps({"title": TITLE, "tags": ["python"], "feedback_id": "f\u0007"}).encode(),
+            422,
+            "bad_feedback_id",
+        ),
+    ],
+)
+def test_hostile_feedback_is_a_4xx_before_anything_is_published(client, body, status, code):
+    response = client.post(
+        "/api/feedback",
+        data=body,
+        content_type="application/json",
+        headers={"X-Forwarded-For": "198.51.100.77"},
+    )
+    assert response.status_code == status
+    assert error_code(response) == code
+
+
+def test_a_huge_integer_in_a_prediction_is_a_400_not_a_500(client):
+    response = client.post(
+        "/api/predict",
+        data=b'{"title": "x", "n": ' + HUGE_INT + b"}",
+        content_type="application/json",
+    )
+    assert response.status_code == 400
+    assert error_code(response) == "number_too_large"

@@ -1,14 +1,26 @@
-"""feedback.csv: durable appends, dedupe across restarts, torn-tail repair, refusal of damage."""
+"""feedback.csv: durable appends, dedupe across restarts, torn-tail repair, quarantine of damage,
+and the property that every accepted correction reads back."""
 
 from __future__ import annotations
 
+import base64
 import csv
+import json
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
-from learning_service.store import HEADER, FeedbackStore, StoredFeedback, StoreError
-from tagloop.domain.messages import Feedback, InvalidMessage
+from learning_service.store import (
+    HEADER,
+    LEGACY_HEADER,
+    FeedbackStore,
+    StoredFeedback,
+    StoreError,
+)
+from tagloop.domain.messages import Feedback, InvalidMessage, parse_feedback
 from tests.fixtures.learning import file_size_limit
 
 
@@ -20,6 +32,7 @@ def row(i: int, title: str = "How do I parse JSON in Python?") -> StoredFeedback
         model_version="v1",
         feedback_id=f"id-{i}",
         submitted_at="2026-01-01T00:00:00.000Z",
+        annotator="anon:a",
     )
     return StoredFeedback.from_feedback(feedback, "2026-01-01T00:00:00.000Z")
 
@@ -30,11 +43,13 @@ def csv_path(tmp_path: Path) -> Path:
 
 
 def test_rows_round_trip_through_a_csv_any_reader_can_parse(csv_path: Path):
-    tricky = Feedback(
-        title='Quotes "here", commas, and a\nnewline\ttab',
-        tags=["c#", "regex"],
-        feedback_id="f-1",
-        model_version=None,
+    tricky = Feedback.from_dict(
+        {
+            "title": 'Quotes "here", commas, and a\nnewline\ttab',
+            "tags": ["c#", "regex"],
+            "feedback_id": "f-1",
+            "model_version": None,
+        }
     )
     store = FeedbackStore(csv_path)
     assert store.append([StoredFeedback.from_feedback(tricky, "2026-01-01T00:00:00Z")]) != []
@@ -104,14 +119,44 @@ def test_a_torn_header_is_rewritten(csv_path: Path):
     assert csv_path.read_bytes() == HEADER
 
 
-def test_damage_in_the_middle_is_refused_not_silently_dropped(csv_path: Path):
+def test_damage_in_the_middle_is_quarantined_and_start_up_continues(csv_path: Path):
     store = FeedbackStore(csv_path)
-    store.append([row(1), row(2)])
+    store.append([row(1), row(2), row(3)])
     store.close()
     lines = csv_path.read_bytes().splitlines(keepends=True)
-    csv_path.write_bytes(lines[0] + b"garbage\n" + lines[2])
-    with pytest.raises(StoreError, match="malformed line"):
-        FeedbackStore(csv_path)
+    csv_path.write_bytes(lines[0] + lines[1] + b"garbage\n" + lines[2] + b"\xff\xfe,x\n" + lines[3])
+
+    store = FeedbackStore(csv_path)
+    assert [r.feedback_id for r in store.rows()] == ["id-1", "id-2", "id-3"]
+    assert store.quarantined == 2
+    assert csv_path.read_bytes() == b"".join(lines)  # the file holds only readable rows again
+    quarantined = [json.loads(line) for line in store.quarantine_path.read_text().splitlines()]
+    assert [(q["line"], base64.b64decode(q["raw_base64"])) for q in quarantined] == [
+        (3, b"garbage"),
+        (5, b"\xff\xfe,x"),
+    ]
+    store.append([row(4)])
+    store.close()
+    assert FeedbackStore(csv_path).quarantined == 0
+
+
+def test_a_file_from_before_the_annotator_column_is_migrated(csv_path: Path):
+    csv_path.parent.mkdir(parents=True)
+    csv_path.write_bytes(
+        LEGACY_HEADER
+        + b'id-1,A title,"[""python""]",[],v1,2026-01-01T00:00:00Z,2026-01-01T00:00:00Z\n'
+    )
+    store = FeedbackStore(csv_path)
+    [legacy] = store.rows()
+    assert (legacy.title, legacy.annotator) == ("A title", None)
+    store.append([row(2)])
+    store.close()
+    with csv_path.open(newline="", encoding="utf-8") as handle:
+        records = list(csv.DictReader(handle))
+    assert [(r["feedback_id"], r["annotator"]) for r in records] == [
+        ("id-1", ""),
+        ("id-2", "anon:a"),
+    ]
 
 
 def test_a_foreign_file_is_refused(csv_path: Path):
@@ -145,9 +190,58 @@ def test_a_failed_write_leaves_no_partial_row(csv_path: Path):
     reopened.close()
 
 
-def test_identifiers_that_cannot_be_one_line_are_invalid_messages():
-    with pytest.raises(InvalidMessage) as error:
-        StoredFeedback.from_feedback(
-            Feedback(title="t", tags=["java"], feedback_id="a\nb"), "2026-01-01T00:00:00Z"
-        )
-    assert error.value.reason == "bad_feedback_id"
+def test_a_row_that_would_not_read_back_is_refused_as_unstorable():
+    """Defence in depth: a Feedback built around the contract (no validation) is refused."""
+    for bad in (
+        Feedback(title="t", tags=["java"], feedback_id="a\nb"),
+        Feedback(title="", tags=["java"]),
+        Feedback(title="lone \ud800", tags=["java"]),
+    ):
+        with pytest.raises(InvalidMessage) as error:
+            StoredFeedback.from_feedback(bad, "2026-01-01T00:00:00Z")
+        assert error.value.reason == "unstorable"
+
+
+text = st.text(st.characters(blacklist_categories=()), max_size=40)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(text, inner, max_size=3),
+    max_leaves=5,
+)
+good_tags = st.lists(st.sampled_from(["python", " Java", "node js", "c#"]), min_size=1, max_size=3)
+corrections = st.fixed_dictionaries(
+    {"title": text, "tags": good_tags | st.lists(text, max_size=3)},
+    optional={
+        "predicted_tags": good_tags,
+        "model_version": st.none() | text | json_values,
+        "feedback_id": st.uuids().map(str) | text | json_values,
+        "annotator": st.just("anon:0123abcd") | text,
+        "submitted_at": st.just("2026-01-01T00:00:00Z") | text,
+        "extra": json_values,
+    },
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(corrections, min_size=1, max_size=20))
+def test_every_accepted_correction_reads_back_after_a_restart(bodies: list[dict]):
+    """Arbitrary unicode and JSON: what the contract accepts, the store stores and reads back."""
+    accepted = []
+    for body in bodies:
+        try:
+            feedback = Feedback.from_dict(body)
+        except InvalidMessage:
+            continue
+        data, attributes = feedback.to_message()
+        assert parse_feedback(data, attributes) == feedback  # and through Pub/Sub unchanged
+        accepted.append(StoredFeedback.from_feedback(feedback, "2026-01-01T00:00:00.000Z"))
+    event(f"{bool(accepted)=}")
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "feedback.csv"
+        store = FeedbackStore(path)
+        stored = store.append(accepted)
+        store.close()
+        reopened = FeedbackStore(path)
+        assert reopened.rows() == stored
+        assert reopened.quarantined == 0
+        reopened.close()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
+from learning_service.agreement import Agreement
 from learning_service.config import LearnerSettings
 from learning_service.metrics import OnlineQuality
 from learning_service.refit import fit_snapshot, gate
@@ -111,3 +114,46 @@ def test_online_quality_is_micro_precision_and_recall_over_a_sliding_window():
     assert (quality.precision(), quality.recall()) == (2 / 3, 2 / 3)
     quality.add(["c"], ["c++"])  # the first item leaves the window
     assert quality.summary() == {"window": 2, "precision": 0.5, "recall": 1 / 3}
+
+
+def test_a_new_tag_needs_distinct_annotators_not_just_distinct_titles():
+    """Issue 11, reproduction 10: one client, three titles, a new tag: still held back."""
+    bootstrap = Corpus(["How to sort a list in Python?"], [["python"]])
+
+    def by(annotator: str, title: str) -> StoredFeedback:
+        feedback = Feedback.from_dict(
+            {"title": title, "tags": ["zzpwned-tag"], "annotator": annotator}
+        )
+        return StoredFeedback.from_feedback(feedback, "2026-01-01T00:00:00Z")
+
+    one_client = [by("addr:1", f"Title number {i}") for i in range(3)]
+    corpus, held_back = training_corpus(bootstrap, one_client, min_support=3, min_annotators=3)
+    assert held_back == {"zzpwned-tag": 3}
+    assert corpus.tags == [["python"]]
+
+    three = [by(f"anon:{i}", f"Title number {i}") for i in range(3)]
+    corpus, held_back = training_corpus(bootstrap, three, min_support=3, min_annotators=3)
+    assert held_back == {}
+    assert corpus.tags[1:] == [["zzpwned-tag"]] * 3
+
+
+def test_agreement_compares_distinct_annotators_on_the_same_title():
+    agreement = Agreement()
+    assert agreement.summary() == {"titles": 0, "pairs": 0, "overall": None, "per_tag": {}}
+    assert math.isnan(agreement.overall())
+    agreement.add("Parse JSON in Python", ["python"], "anon:a")
+    agreement.add("parse json in python", ["python", "json"], "anon:b")  # same title
+    agreement.add("Parse JSON in Python", ["python", "json"], None)  # nobody: not compared
+    agreement.add("A title only one person corrected", ["java"], "anon:a")
+    agreement.add("Sort a list", ["python"], "anon:a")
+    agreement.add("Sort a list", ["python"], "anon:a")  # the same annotator twice: one opinion
+    summary = agreement.summary()
+    assert (summary["titles"], summary["pairs"]) == (1, 1)
+    assert summary["overall"] == 0.5  # {python} vs {python, json}
+    assert summary["per_tag"] == {
+        "python": {"agreement": 1.0, "pairs": 1},
+        "json": {"agreement": 0.0, "pairs": 1},
+    }
+    agreement.add("Sort a list", ["python", "sorting"], "anon:b")
+    assert agreement.summary()["pairs"] == 2
+    assert agreement.overall() == (0.5 + 0.5) / 2

@@ -21,6 +21,7 @@ GOOD = {
     "predicted_tags": ["r"],
     "model_version": "v1",
     "submitted_at": "2026-11-22T05:00:00Z",
+    "annotator": "anon:0123abcd",
 }
 
 
@@ -63,6 +64,11 @@ def test_feedback_defaults_id_and_timestamp_and_ignores_unknown_fields():
         (json.dumps(GOOD).encode(), {"schema": "tagloop.feedback.v9"}, "unknown_schema"),
         (json.dumps(GOOD).encode(), {}, "unknown_schema"),
         (b"{" + b" " * 70_000 + b"}", {"schema": FEEDBACK_SCHEMA}, "too_large"),
+        (b'{"title": "x", "n": ' + b"1" * 4301 + b"}", {"schema": FEEDBACK_SCHEMA}, "number_too_large"),
+        (b'{"title": "How do I \\ud800 parse", "tags": ["python"]}', {"schema": FEEDBACK_SCHEMA}, "invalid_unicode"),
+        (json.dumps({**GOOD, "title": "\u0000\u0000"}).encode(), {"schema": FEEDBACK_SCHEMA}, "empty_title"),
+        (json.dumps({**GOOD, "model_version": "v" * 1_000}).encode(), {"schema": FEEDBACK_SCHEMA}, "bad_model_version"),
+        (json.dumps({**GOOD, "annotator": "a b"}).encode(), {"schema": FEEDBACK_SCHEMA}, "bad_annotator"),
     ],
 )  # fmt: skip
 def test_bad_feedback_payloads_are_rejected_with_a_reason(data, attributes, reason):
@@ -92,3 +98,36 @@ def test_model_update_round_trip_and_validation():
         with pytest.raises(InvalidMessage) as error:
             parse_model_update(json.dumps(payload).encode(), attributes)
         assert error.value.reason == reason
+
+
+# Issue 11, reproductions 1, 2 and 6: whatever the learner would refuse, the contract refuses
+# (the HTTP edge calls the same function, so these are 422s before the 202).
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"title": "\u0000\u0000"}, "empty_title"),
+        ({"title": "\u007f"}, "empty_title"),
+        ({"title": "\u200b\u200b \ufeff"}, "empty_title"),  # zero-width and BOM: invisible
+        ({"title": "How do I \ud800 parse"}, "invalid_unicode"),
+        ({"title": "\udfff"}, "invalid_unicode"),
+        ({"model_version": "v" * 1_000_000}, "bad_model_version"),
+        ({"model_version": "v1\u0000"}, "bad_model_version"),
+        ({"model_version": "v1\n"}, "bad_model_version"),
+        ({"feedback_id": "id\u0007"}, "bad_feedback_id"),
+        ({"feedback_id": "x" * 101}, "bad_feedback_id"),
+        ({"feedback_id": "\ud800"}, "bad_feedback_id"),
+        ({"annotator": "anon:\u0000"}, "bad_annotator"),
+        ({"annotator": 5}, "wrong_type"),
+        ({"submitted_at": "2026-01-01T00:00:00Z" + " " * 100}, "bad_timestamp"),
+    ],
+)
+def test_the_contract_refuses_what_the_store_could_not_keep(change, reason):
+    with pytest.raises(InvalidMessage) as error:
+        Feedback.from_dict({**GOOD, **change})
+    assert error.value.reason == reason
+
+
+def test_titles_are_normalised_to_one_line_of_visible_text():
+    feedback = Feedback.from_dict({**GOOD, "title": "  a\u0000b\r\n\tc   d \u007f"})
+    assert feedback.title == "a b c d"
+    assert Feedback.from_dict({**GOOD, "model_version": ""}).model_version is None

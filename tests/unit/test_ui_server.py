@@ -25,6 +25,7 @@ from frontend.settings import UISettings
 from frontend.tag_rules import tag_rules
 from tagloop.domain.tags import ALIASES, MAX_TAG_LENGTH
 from tagloop.settings import ConfigError
+from tagloop.web.annotators import AnnotatorCookies, address_annotator
 from tagloop.web.forwarding import ProxyChain, parse_networks
 from tests.fixtures.pubsub import free_port
 
@@ -439,6 +440,75 @@ def test_behind_googles_load_balancer_the_client_is_the_second_entry_from_the_ri
 def test_bad_trusted_networks_name_the_variable() -> None:
     with pytest.raises(ConfigError, match="TAGLOOP_TRUSTED_PROXY_NETWORKS"):
         UISettings.from_env({"TAGLOOP_TRUSTED_PROXY_NETWORKS": "10.0.0.0/8, nonsense"})
+
+
+# --- annotator ids ---------------------------------------------------------------
+
+
+def annotator_cookie(response) -> str:  # type: ignore[no-untyped-def]
+    [header] = [
+        h for h in response.headers.getlist("Set-Cookie") if h.startswith("tagloop_annotator=")
+    ]
+    return header
+
+
+def test_each_browser_gets_a_signed_httponly_samesite_annotator_cookie(
+    upstreams: list[str],
+) -> None:
+    client = client_for(upstreams[:1])
+    first = client.get("/")
+    header = annotator_cookie(first)
+    assert "HttpOnly" in header and "SameSite=Strict" in header and "Path=/" in header
+    # The browser now sends it: the replica is told this browser's anonymous id, every time.
+    seen = {client.get("/api/tags").get_json()["headers"]["x-tagloop-annotator"] for _ in range(3)}
+    [annotator] = seen
+    assert re.fullmatch(r"anon:[0-9a-f]{32}", annotator)
+    assert "Set-Cookie" not in client.get("/ui/config").headers  # kept, not re-issued
+    other = client_for(upstreams[:1])
+    other.get("/")
+    assert other.get("/api/tags").get_json()["headers"]["x-tagloop-annotator"] != annotator
+
+
+def test_forged_or_missing_cookies_count_as_the_client_address(upstreams: list[str]) -> None:
+    for cookie in ("tagloop_annotator=deadbeef.forged", ""):
+        echoed = (
+            client_for(upstreams[:1])
+            .get(
+                "/api/tags",
+                headers={"Cookie": cookie, "X-Tagloop-Annotator": "anon:chosen-by-the-client"},
+                environ_base={"REMOTE_ADDR": "10.9.8.7"},
+            )
+            .get_json()
+        )
+        assert echoed["headers"]["x-tagloop-annotator"] == address_annotator("10.9.8.7")
+
+
+def test_a_trusted_identity_header_names_the_annotator_where_configured(
+    upstreams: list[str],
+) -> None:
+    header = "X-Goog-Authenticated-User-Email"
+    client = client_for(upstreams[:1], identity_header=header)
+    echoed = client.get(
+        "/api/tags", headers={header: "accounts.google.com:alice@example.com"}
+    ).get_json()
+    assert echoed["headers"]["x-tagloop-annotator"] == "user:accounts.google.com:alice@example.com"
+    assert "alice" not in str(
+        client_for(upstreams[:1])
+        .get("/api/tags", headers={header: "accounts.google.com:alice@example.com"})
+        .get_json()["headers"]["x-tagloop-annotator"]
+    ), "not trusted unless configured"
+
+
+def test_the_cookie_secret_is_a_setting() -> None:
+    secret = "s" * 32
+    settings = UISettings.from_env({"TAGLOOP_UI_ANNOTATOR_SECRET": secret})
+    assert settings.annotator_secret == secret.encode()
+    with pytest.raises(ConfigError, match="TAGLOOP_UI_ANNOTATOR_SECRET"):
+        UISettings.from_env({"TAGLOOP_UI_ANNOTATOR_SECRET": "short"})
+    cookies = AnnotatorCookies(secret.encode())
+    value = cookies.issue()
+    assert cookies.verify(value) == f"anon:{value.split('.')[0]}"
+    assert AnnotatorCookies(b"another secret").verify(value) is None
 
 
 # --- under gunicorn, as `tagloop serve ui` ----------------------------------------------
