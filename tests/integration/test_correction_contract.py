@@ -42,9 +42,9 @@ BATCHES = 20  # 2,000 generated corrections
 READY_TIMEOUT = 180.0  # the bootstrap fit, on a loaded CI machine
 NEW_TAG = "zzpwned-tag"
 
-text = st.text(st.characters(blacklist_categories=()), max_size=60)
+text = st.text(st.characters(exclude_categories=[]), max_size=60)
 junk = st.none() | st.booleans() | st.integers() | st.floats() | text | st.lists(text, max_size=2)
-plain_titles = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=80)
+plain_titles = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=80)
 titles = st.one_of(
     plain_titles,
     plain_titles,

@@ -193,5 +193,6 @@ def test_messages_that_cannot_be_stored_are_rejected_alone_and_the_rest_stored(
         assert value(ingestor, "tagloop_feedback_rejected_total", reason=reason) == 1
     expire_leases(bus, batch)
     assert bus.pull(SUBSCRIPTION, timeout=1) == []  # every one acked, the poison too
+    assert ingestor.rejects.path is not None
     rejected = ingestor.rejects.path.read_text().splitlines()
     assert len(rejected) == len(poison)
