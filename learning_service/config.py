@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from learning_service.gate import GateRules
 from tagloop.settings import (
     CommonSettings,
     ConfigError,
@@ -31,7 +32,19 @@ class LearnerSettings:
     min_fit_interval_seconds: float
     new_tag_min_support: int
     promotion_tolerance: float
+    """The gate's total budget: how far below the best promoted model's F1 macro a candidate
+    may lie (`learning_service.gate`)."""
+    promotion_tag_floor: float
+    promotion_tag_min_support: int
     admin_token: str | None
+
+    @property
+    def gate_rules(self) -> GateRules:
+        return GateRules(
+            budget=self.promotion_tolerance,
+            tag_floor=self.promotion_tag_floor,
+            tag_min_support=self.promotion_tag_min_support,
+        )
 
     @property
     def feedback_csv(self) -> Path:
@@ -60,6 +73,12 @@ class LearnerSettings:
             new_tag_min_support=env_int(env, "TAGLOOP_NEW_TAG_MIN_SUPPORT", 3, minimum=1),
             promotion_tolerance=env_float(
                 env, "TAGLOOP_PROMOTION_TOLERANCE", 0.01, minimum=0.0, maximum=1.0
+            ),
+            promotion_tag_floor=env_float(
+                env, "TAGLOOP_PROMOTION_TAG_FLOOR", 0.15, minimum=0.0, maximum=1.0
+            ),
+            promotion_tag_min_support=env_int(
+                env, "TAGLOOP_PROMOTION_TAG_MIN_SUPPORT", 30, minimum=1
             ),
             admin_token=token,
         )

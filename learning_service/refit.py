@@ -9,10 +9,11 @@ samples up to it; samples beyond, or arriving during a fit, count toward the
 next one, which trains on everything stored when it starts (so a flood is
 absorbed in a few large fits rather than lagging behind in small ones).
 
-The candidate is scored on the fixed test set and promoted only if its F1
-macro is not worse than the current model's by more than the tolerance.
-Every candidate is stored in the registry with its decision; a promoted one
-also moves `current.json` and is broadcast. Registry calls are retried with
+The candidate is scored on the fixed test set and gated (`learning_service.gate`)
+against the best model ever promoted on that test set: a fixed total budget
+on F1 macro, a floor per well-supported test tag and per new tag. Every
+candidate is stored in the registry with its decision and each rule's
+verdict; a promoted one also moves `current.json` and is broadcast. Registry calls are retried with
 backoff while ingestion goes on; the data is durable, so nothing is lost.
 """
 
@@ -34,6 +35,7 @@ from typing import Any, TypeVar
 
 from learning_service.broadcast import Broadcaster
 from learning_service.config import LearnerSettings
+from learning_service.gate import best_promoted, gate
 from learning_service.metrics import LearnerMetrics
 from learning_service.retry import Stopped, retry
 from learning_service.store import FeedbackStore
@@ -56,22 +58,6 @@ PROMOTE_LOCK_TIMEOUT = 10.0
 
 class Busy(RuntimeError):
     """A candidate is being committed right now; try again shortly."""
-
-
-def gate(
-    candidate: Mapping[str, Any], current: Mapping[str, Any] | None, tolerance: float
-) -> tuple[dict[str, Any], str]:
-    """The promotion decision for a candidate's test metrics, and a short label for metrics."""
-    if current is None:
-        return {"promoted": True, "reason": "bootstrap: no current model to compare with"}, (
-            "bootstrap"
-        )
-    new, old = float(candidate["f1_macro"]), float(current["f1_macro"])
-    if new >= old - tolerance:
-        reason = f"f1_macro {new:.4f} vs current {old:.4f}: within tolerance {tolerance}"
-        return {"promoted": True, "reason": reason}, "gate_passed"
-    reason = f"f1_macro {new:.4f} is below the current {old:.4f} by more than {tolerance}"
-    return {"promoted": False, "reason": reason}, "f1_macro_regression"
 
 
 def fit_snapshot(
@@ -119,6 +105,7 @@ class Refitter(threading.Thread):
         self.bootstrap = bootstrap
         self.test = test
         self.test_digest = test.digest()
+        self.bootstrap_tags = bootstrap.vocabulary()
         self.stop = stop
         self.work_dir = settings.data_dir / "work"
         self._wake = threading.Condition()
@@ -254,9 +241,10 @@ class Refitter(threading.Thread):
         raise Stopped("refit")
 
     def _fit(self, snapshot: int, trigger: str) -> None:
-        train, held_back = training_corpus(
+        data = training_corpus(
             self.bootstrap, self.store.rows(snapshot), self.settings.new_tag_min_support
         )
+        train = data.train
         version = new_version()
         with self._wake:
             self.mark = snapshot
@@ -277,14 +265,16 @@ class Refitter(threading.Thread):
             try:
                 candidate = self._in_worker(
                     fit_candidate,
-                    train,
+                    data,
+                    self.bootstrap_tags,
                     self.test,
                     str(work),
                     {
                         "version": version,
                         "trigger": trigger,
                         "feedback_rows": snapshot,
-                        "held_back_tags": len(held_back),
+                        "held_back_tags": len(data.held_back),
+                        "new_tag_slice_rows": len(data.new_tag_slice),
                         "test_data_sha256": self.test_digest,
                     },
                 )
@@ -337,20 +327,19 @@ class Refitter(threading.Thread):
             raise
 
     def _commit(self, version: str, work: Path, candidate: dict[str, Any]) -> None:
-        """Gate against the model that is current now, store the candidate, maybe promote it."""
+        """Gate against the best promoted model, store the candidate, maybe promote it."""
         with self._commit_lock:
             current = self._retry("registry.current_version", self.registry.current_version)
-            current_metrics = self._current_metrics(current) if current else None
-            decision, label = gate(
-                candidate["metrics"], current_metrics, self.settings.promotion_tolerance
-            )
+            best_version, best = self._best(current)
+            verdict = gate(candidate, best, self.settings.gate_rules)
+            decision = verdict.as_metadata(best_version)
             metadata = {**candidate, "parent_version": current, "decision": decision}
             self._retry("registry.put_version", lambda: self._put_once(version, work, metadata))
-            if decision["promoted"]:
+            if verdict.promoted:
                 self._retry("registry.set_current", lambda: self.registry.set_current(version))
-                self._became_current(metadata, label)
+                self._became_current(metadata, verdict.label)
             else:
-                self.metrics.rejections.labels(label).inc()
+                self.metrics.rejections.labels(verdict.label).inc()
         log.info(
             "candidate %s %s: %s",
             version,
@@ -374,12 +363,20 @@ class Refitter(threading.Thread):
                 raise
             return self.registry.artifact_uri(version)
 
-    def _current_metrics(self, version: str) -> dict[str, Any] | None:
-        """The current model's test metrics; re-scored if they were measured on another test set."""
+    def _best(self, current: str | None) -> tuple[str | None, dict[str, Any] | None]:
+        """The version to gate against and its evaluation: the best promoted one on this test
+        set; if there is none (the test set changed), the current model, re-scored."""
+        versions = self._retry("registry.list_versions", self.registry.list_versions)
+        best = best_promoted(versions, self.test_digest)
+        if best is not None:
+            return best["version"], dict(best)
+        if current is None:
+            return None, None
+        return current, self._rescored(current)
+
+    def _rescored(self, version: str) -> dict[str, Any] | None:
+        """A model's evaluation on this test set (it was measured on another one)."""
         metadata = self._retry("registry.get_metadata", lambda: self.registry.get_metadata(version))
-        metrics = metadata.get("metrics")
-        if metadata.get("test_data_sha256") == self.test_digest and isinstance(metrics, dict):
-            return metrics
         log.info("test set changed since %s was scored: re-scoring it", version)
         bundle = Path(tempfile.mkdtemp(prefix=f"current-{version}-", dir=self.work_dir))
         try:

@@ -25,12 +25,14 @@ from tagloop.errors import TagloopError
 
 ARTIFACT_NAME = "model.npz"
 METADATA_NAME = "metadata.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: character n-grams and isotonic calibration knots
 _ARRAYS = ("coef", "intercept", "thresholds", "idf", "terms", "term_columns", "classes")
 _PARAMS = (
     "C",
     "min_df",
+    "char_ngram",
     "cv_folds",
+    "calibration_rows",
     "threshold_smoothing",
     "threshold_prior",
     "max_tags",
@@ -88,7 +90,7 @@ def save_bundle(model: TagModel, out_dir: str | Path, extra_metadata: dict | Non
             json.dumps(
                 {
                     "format_version": FORMAT_VERSION,
-                    "slope": model.slope_,
+                    "calibration": [knots.tolist() for knots in model.calibration_],
                     "n_training_rows": model.n_training_rows_,
                     "params": {name: getattr(model, name) for name in _PARAMS},
                 }
@@ -184,6 +186,12 @@ def _model_from_arrays(arrays: dict[str, np.ndarray], header: dict) -> TagModel:
     model.vocabulary_ = dict(
         zip(arrays["terms"].tolist(), arrays["term_columns"].tolist(), strict=True)
     )
-    model.slope_ = float(header["slope"])
+    knots_x, knots_y = (np.asarray(knots, dtype=np.float64) for knots in header["calibration"])
+    increasing = bool(np.all(np.diff(knots_x) >= 0) and np.all(np.diff(knots_y) >= 0))
+    if not (knots_x.shape == knots_y.shape and knots_x.size and increasing):
+        raise BundleError("calibration knots must be two equal-length increasing lists")
+    if not ((knots_y >= 0) & (knots_y <= 1)).all():
+        raise BundleError("calibrated scores must lie in [0, 1]")
+    model.calibration_ = (knots_x, knots_y)
     model.n_training_rows_ = int(header["n_training_rows"])
     return model
