@@ -43,8 +43,8 @@ from tagloop.domain.model import TagModel
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-CURVE = (0, 1000, 2500, 5000)
-POISON_STEPS = 6
+CURVE = (0, 2500, 5000)
+POISON_STEPS = 5
 RULES = GateRules()
 OLD_TOLERANCE = 0.01
 TEST_DIGEST = "data/test.tsv"
@@ -89,12 +89,14 @@ def judged(history: list[dict[str, Any]], evaluation: dict[str, Any], version: s
     return entry
 
 
-def learning_curve(bootstrap: Corpus, test: Corpus) -> list[dict[str, Any]]:
+def learning_curve(bootstrap: Corpus, test: Corpus, first: dict[str, Any]) -> list[dict[str, Any]]:
+    """`first`: the bootstrap model's evaluation (the same fit as the poisoning replay's)."""
     feedback = load_labeled(ROOT / "data" / "feedback.tsv")
     stored = as_feedback(feedback.titles, feedback.tags)
     history: list[dict[str, Any]] = []
     for n in CURVE:
-        entry = judged(history, candidate(bootstrap, stored[:n], test), f"feedback-{n}")
+        evaluation = candidate(bootstrap, stored[:n], test) if n else first
+        entry = judged(history, evaluation, f"feedback-{n}")
         entry["feedback_rows"] = n
         print(n, entry["metrics"]["f1_macro"], entry["decision"]["promoted"], flush=True)
     return history
@@ -108,9 +110,9 @@ def campaign(bootstrap: Corpus) -> list[str]:
     ]
 
 
-def poisoning(bootstrap: Corpus, test: Corpus) -> list[dict[str, Any]]:
+def poisoning(bootstrap: Corpus, test: Corpus, first: dict[str, Any]) -> list[dict[str, Any]]:
     history: list[dict[str, Any]] = []
-    judged(history, candidate(bootstrap, [], test), "bootstrap")
+    judged(history, first, "bootstrap")
     erased: set[str] = set()
     old_served = history[0]
     for step, tag in enumerate(campaign(bootstrap), start=1):
@@ -130,7 +132,7 @@ def poisoning(bootstrap: Corpus, test: Corpus) -> list[dict[str, Any]]:
             old_served = entry
         entry["previous_gate"] = {
             "promoted": old_ok,
-            "served_f1_macro": old_served["metrics"]["f1_macro"],
+            "served_gate_f1_macro": gate_f1_macro(old_served),
         }
         served = [e for e in history if e["decision"]["promoted"]][-1]
         best = best_promoted(history, TEST_DIGEST)
@@ -145,12 +147,14 @@ def main() -> None:
     train = load_labeled(ROOT / "data" / "train.tsv")
     test_data = load_labeled(ROOT / "data" / "test.tsv")
     bootstrap, test = Corpus(train.titles, train.tags), Corpus(test_data.titles, test_data.tags)
+    started = machine()
+    first = candidate(bootstrap, [], test)
     results = {
         "command": command(),
-        "machine": machine(),
+        "machine": started,
         "rules": RULES.__dict__,
-        "learning_curve": learning_curve(bootstrap, test),
-        "poisoning": poisoning(bootstrap, test),
+        "learning_curve": learning_curve(bootstrap, test, first),
+        "poisoning": poisoning(bootstrap, test, first),
     }
     results["machine_at_end"] = machine()
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -184,7 +188,7 @@ def render(results: dict[str, Any]) -> str:
     poison = "\n".join(
         f"| {i} | {e['erased']} | {e['corrections']:,} | {gate_f1_macro(e):.4f} "
         f"| {'promoted' if e['previous_gate']['promoted'] else 'rejected'} "
-        f"| {e['previous_gate']['served_f1_macro']:.4f} "
+        f"| {e['previous_gate']['served_gate_f1_macro']:.4f} "
         f"| {'promoted' if e['decision']['promoted'] else 'rejected'} "
         f"| {e['served_gate_f1_macro']:.4f} | {e['best_gate_f1_macro']:.4f} | {verdicts(e)} |"
         for i, e in enumerate(results["poisoning"][1:], start=1)
@@ -213,9 +217,9 @@ Bootstrap data/train.tsv, then the first n corrections of data/feedback.tsv.
 ## Slow poisoning
 
 Step k erases k tags (rarest first) by correcting every bootstrap title that
-carries them. "Previous gate": promoted if within {OLD_TOLERANCE} of the model it
-would be serving. "Served": the gate F1 macro of the model each gate serves after
-the step; "best": the best promoted so far under this gate.
+carries them. "Previous gate": promoted if its F1 macro is within {OLD_TOLERANCE} of
+the model it would be serving. "It serves": the gate F1 macro of the model each
+gate serves after the step; "best": the best promoted so far under this gate.
 
 | step | tag erased | corrections | candidate gate F1 | previous gate | it serves | this gate | it serves | best | rules |
 | ---: | --- | ---: | ---: | --- | ---: | --- | ---: | ---: | --- |

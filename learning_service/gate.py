@@ -84,7 +84,7 @@ def best_promoted(
     return max(scored, key=gate_f1_macro, default=None)
 
 
-def _budget(candidate: Mapping[str, Any], best: Mapping[str, Any], budget: float) -> dict:
+def _budget(candidate: Mapping[str, Any], best: Mapping[str, Any], budget: float) -> dict[str, Any]:
     new, old = gate_f1_macro(candidate), gate_f1_macro(best)
     passed = new >= old - budget
     relation = "within" if passed else "below the best by more than"
@@ -101,7 +101,7 @@ def _floor(
     best: Mapping[str, Mapping[str, Any]],
     floor: float,
     judged: Iterable[str],
-) -> dict:
+) -> dict[str, Any]:
     """Tags in `judged` whose F1 fell below the best's by more than `floor` (a missing
     tag counts as F1 0)."""
     dropped = []

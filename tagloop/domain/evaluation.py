@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
@@ -118,7 +118,9 @@ def _metrics(truth: np.ndarray, chosen: np.ndarray, scores: np.ndarray) -> dict:
     }
 
 
-def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = CALIBRATION_BINS) -> dict:
+def reliability(
+    confidence: np.ndarray, correct: np.ndarray, bins: int = CALIBRATION_BINS
+) -> dict[str, Any]:
     """Expected calibration error and its table: equal-width bins of the shown score, each
     with its count, mean score and observed share of right answers."""
     edges = np.linspace(0.0, 1.0, bins + 1)
@@ -141,7 +143,9 @@ def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = CALIBRA
     return {"ece": round(float(error), 4), "n": int(confidence.size), "table": table}
 
 
-def calibration(model: Scorer, titles: Sequence[str], tags: Sequence[Sequence[str]]) -> dict:
+def calibration(
+    model: Scorer, titles: Sequence[str], tags: Sequence[Sequence[str]]
+) -> dict[str, dict[str, Any]]:
     """How honest the scores are: the top tag of each title, and every shown score."""
     _, truth, _, scores = _binarized(model, titles, tags)
     top = np.argmax(scores, axis=1)
@@ -159,7 +163,7 @@ def new_tag_report(
     tags: Sequence[Sequence[str]],
     new_tags: Iterable[str],
     test_tags: Mapping[str, Mapping[str, int | float]],
-) -> dict[str, dict[str, float]]:
+) -> dict[str, dict[str, float | int]]:
     """F1 of tags the test set cannot contain, on the held-out corrections carrying them.
 
     Hits and misses come from the held-out titles; false alarms from those
