@@ -64,26 +64,27 @@ def timed_fit(titles: list[str], tags: list[list[str]], calibration_rows: int) -
 
 
 def main() -> None:
-    rows = []
-    for copies in SIZES:
+    runs = [(copies, "bounded", TagModel().calibration_rows) for copies in SIZES]
+    runs.append((2, "every row", UNBOUNDED))  # at 23k both rules are the same fit
+    results: dict = {"command": command(), "machine": machine(), "fits": []}
+    for copies, rule, calibration_rows in runs:
         titles, tags = corpus(copies)
-        rules = [("bounded", TagModel().calibration_rows)]
-        if copies == 2:  # at 23k both rules are the same fit; at 92k "every row" takes long
-            rules.append(("every row", UNBOUNDED))
-        for rule, calibration_rows in rules:
-            result = {
-                "rows": len(titles),
-                "out_of_fold": rule,
-                **timed_fit(titles, tags, calibration_rows),
-            }
-            result["load_average_1m"] = machine()["load_average_1m"]
-            print(result, flush=True)
-            rows.append(result)
-    results = {"command": command(), "machine": machine(), "fits": rows}
+        result = {
+            "rows": len(titles),
+            "out_of_fold": rule,
+            **timed_fit(titles, tags, calibration_rows),
+        }
+        result["load_average_1m"] = machine()["load_average_1m"]
+        print(result, flush=True)
+        results["fits"].append(result)
+        write(results)  # after every fit: a long run still leaves what it measured
+    print(render(results))
+
+
+def write(results: dict) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "fit_scaling.json").write_text(json.dumps(results, indent=2) + "\n")
     (RESULTS / "fit_scaling.md").write_text(render(results))
-    print(render(results))
 
 
 def render(results: dict) -> str:
