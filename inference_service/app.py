@@ -32,6 +32,7 @@ from tagloop.web.api import (
 CANDIDATES = 5
 """Next-best tags returned beside the chosen ones, for the UI's suggestions."""
 EXTENSION = "tagloop_inference"
+MODEL_VERSION_HEADER = "X-Model-Version"
 SPEC_PATH = Path(__file__).with_name("openapi.json")
 
 
@@ -70,7 +71,12 @@ def create_app(settings: InferenceSettings | None = None, runtime: Runtime | Non
         metrics.predictions(loaded.version).inc(len(titles))
         results = [_result(t, p, loaded.version) for t, p in zip(titles, predictions, strict=True)]
         body = json.dumps(results[0] if single else {"predictions": results})
-        return Response(body, mimetype="application/json")  # the hot path: no provider layers
+        # The hot path: no provider layers. The header names the model that
+        # answered, so clients and proxies can attribute a prediction without
+        # parsing the body.
+        return Response(
+            body, mimetype="application/json", headers={MODEL_VERSION_HEADER: loaded.version}
+        )
 
     @app.post("/api/feedback")
     def feedback() -> tuple[Response, int]:

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tagloop.errors import TagloopError
 from tagloop.logs import configure_logging
@@ -120,11 +121,46 @@ def cmd_reset(args: argparse.Namespace) -> int:
     return run_reset(args)
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from tagloop.learner_client import LearnerClient
+
+    client = LearnerClient.from_env()
+    if args.action == "list":
+        current, versions = client.models()
+        if args.json:
+            print(json.dumps({"current_version": current, "models": versions}))
+        else:
+            print("\n".join(_model_rows(current, versions)))
+        return 0
+    if args.action == "show":
+        print(json.dumps(client.show(args.version), indent=2))
+        return 0
+    result = client.promote(args.version) if args.action == "promote" else client.rollback()
+    print(json.dumps({"current_version": result["version"], "decision": result["decision"]}))
+    return 0
+
+
+def _model_rows(current: str | None, versions: list[dict[str, Any]]) -> list[str]:
+    """One line per version, newest first: marker, version, F1 macro, decision."""
+    rows = [f"  {'VERSION':<28} {'F1 MACRO':>8}  {'ROWS':>7}  DECISION"]
+    for meta in versions:
+        f1 = (meta.get("metrics") or {}).get("f1_macro")
+        decision = meta.get("decision") or {}
+        verdict = "promoted" if decision.get("promoted") else "rejected"
+        rows.append(
+            f"{'*' if meta.get('version') == current else ' '} {meta.get('version', '?'):<28} "
+            f"{f1 if f1 is None else format(f1, '.4f'):>8}  {meta.get('training_rows', ''):>7}  "
+            f"{verdict}: {decision.get('reason', '')}"
+        )
+    return rows
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "train": cmd_train,
     "evaluate": cmd_evaluate,
     "predict": cmd_predict,
     "serve": cmd_serve,
+    "models": cmd_models,
     "pubsub-emulator": cmd_pubsub_emulator,
     "s3-server": cmd_s3_server,
     "up": cmd_up,
@@ -183,6 +219,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("service", choices=sorted(SERVICES))
     serve.add_argument("--host", help="bind address (default: $TAGLOOP_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: $TAGLOOP_PORT or the service's)")
+    models = sub.add_parser(
+        "models",
+        help="list, show, promote or roll back model versions through the learner's API "
+        "($TAGLOOP_LEARNER_URL, $TAGLOOP_ADMIN_TOKEN)",
+    )
+    actions = models.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="every version, newest first (* marks the current)")
+    listing.add_argument("--json", action="store_true", help="print one JSON object")
+    actions.add_parser("show", help="one version's metadata").add_argument("version")
+    actions.add_parser("promote", help="make a stored version current").add_argument("version")
+    actions.add_parser("rollback", help="return to the promoted version before the current one")
     add_dev_commands(sub)
     return parser
 

@@ -113,7 +113,7 @@ def install_cors(app: Flask, origin: str, path_prefix: str = "/api/") -> None:
         "Access-Control-Allow-Origin": origin,
         "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
         "Access-Control-Allow-Headers": "Content-Type",
-        "Access-Control-Expose-Headers": "Retry-After",
+        "Access-Control-Expose-Headers": "Retry-After, X-Model-Version",
         "Access-Control-Max-Age": "600",
     }
 
@@ -137,5 +137,5 @@ def install_cors(app: Flask, origin: str, path_prefix: str = "/api/") -> None:
                 response.headers["Vary"] = f"{vary}, Origin" if vary else "Origin"
             if request.headers.get("Origin") == origin:
                 response.headers["Access-Control-Allow-Origin"] = origin
-                response.headers["Access-Control-Expose-Headers"] = "Retry-After"
+                response.headers["Access-Control-Expose-Headers"] = "Retry-After, X-Model-Version"
         return response

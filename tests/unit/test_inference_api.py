@@ -65,6 +65,7 @@ def test_single_title_prediction_has_chosen_tags_and_candidates(client, trained_
     body = response.get_json()
     assert body["title"] == TITLE
     assert body["model_version"] == "v-test"
+    assert response.headers["X-Model-Version"] == "v-test"
     expected = trained_model.predict([TITLE])[0]
     assert [t["tag"] for t in body["tags"]] == expected.tags
     assert "python" in expected.tags
@@ -81,6 +82,7 @@ def test_batch_prediction_keeps_order(client, test_data):
     predictions = response.get_json()["predictions"]
     assert [p["title"] for p in predictions] == [t.strip() for t in titles]
     assert all(p["tags"] and p["model_version"] == "v-test" for p in predictions)
+    assert response.headers["X-Model-Version"] == "v-test"
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,101 @@
+"""A client for the learner's model API, behind `tagloop models` (contracts §5, learner).
+
+Operators roll back from a terminal, so the logic lives here, testable
+against a real learner, and the CLI only formats. Reads are public; promote
+and rollback need the learner's admin token (`TAGLOOP_ADMIN_TOKEN`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from tagloop.errors import TagloopError
+from tagloop.settings import env_optional, env_str
+
+DEFAULT_LEARNER_URL = "http://127.0.0.1:8010"
+TIMEOUT = 10.0
+
+
+class LearnerApiError(TagloopError):
+    """The learner could not be reached or refused the request (its error is in the message)."""
+
+
+@dataclass(frozen=True)
+class LearnerClient:
+    """The learner at `url`; `token` is needed only for promote and rollback."""
+
+    url: str
+    token: str | None = None
+
+    @classmethod
+    def from_env(cls) -> LearnerClient:
+        """`TAGLOOP_LEARNER_URL` (default: the local stack's learner) and `TAGLOOP_ADMIN_TOKEN`."""
+        url = env_str(os.environ, "TAGLOOP_LEARNER_URL", DEFAULT_LEARNER_URL)
+        return cls(url.rstrip("/"), env_optional(os.environ, "TAGLOOP_ADMIN_TOKEN"))
+
+    def models(self) -> tuple[str | None, list[dict[str, Any]]]:
+        """The current version and every stored version's metadata, newest first."""
+        body = self._call("GET", "/api/models")
+        return body.get("current_version"), list(body.get("models", []))
+
+    def show(self, version: str) -> dict[str, Any]:
+        """One stored version's metadata (LearnerApiError when there is none)."""
+        for metadata in self.models()[1]:
+            if metadata.get("version") == version:
+                return metadata
+        raise LearnerApiError(f"no model version {version!r} in the registry")
+
+    def promote(self, version: str) -> dict[str, Any]:
+        """Make `version` current; the learner broadcasts it to every replica."""
+        return self._call("POST", f"/api/models/{version}/promote")
+
+    def rollback(self) -> dict[str, Any]:
+        """Return to the promoted version before the current one."""
+        current, versions = self.models()
+        return self.promote(previous_promoted(current, versions))
+
+    def _call(self, method: str, path: str) -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        try:
+            response = requests.request(method, self.url + path, headers=headers, timeout=TIMEOUT)
+        except requests.RequestException as error:
+            raise LearnerApiError(f"learner at {self.url} unreachable: {error}") from None
+        try:
+            body = response.json()
+        except ValueError:
+            body = {}
+        if not response.ok:
+            detail = body.get("error", {}) if isinstance(body, dict) else {}
+            message = detail.get("message") if isinstance(detail, dict) else None
+            raise LearnerApiError(
+                f"{method} {path}: HTTP {response.status_code}: {message or response.reason}"
+            )
+        if not isinstance(body, dict):
+            raise LearnerApiError(f"{method} {path}: the learner answered {body!r}")
+        return body
+
+
+def previous_promoted(current: str | None, versions: list[dict[str, Any]]) -> str:
+    """The newest promoted version older than `current` (versions sort by creation).
+
+    Rolling back twice steps back twice; rejected candidates are never a target.
+    """
+    if current is None:
+        raise LearnerApiError("no model is current yet; nothing to roll back")
+    older = sorted(
+        (
+            m["version"]
+            for m in versions
+            if isinstance(m.get("version"), str)
+            and m["version"] < current
+            and (m.get("decision") or {}).get("promoted") is True
+        ),
+        reverse=True,
+    )
+    if not older:
+        raise LearnerApiError(f"no promoted version older than {current}; nothing to roll back to")
+    return older[0]

@@ -1,0 +1,75 @@
+"""`tagloop models` against a real learner, registry and emulator: list, show, promote, rollback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tagloop.channels.registry import new_version
+from tests.fixtures.learning import ADMIN_TOKEN, LearnerStack
+
+
+def tagloop_models(
+    learner_url: str, *args: str, token: str | None = ADMIN_TOKEN
+) -> subprocess.CompletedProcess[str]:
+    """Run `tagloop models ARGS` as an operator would; returns the completed process."""
+    env = {"PATH": str(Path(sys.executable).parent), "TAGLOOP_LEARNER_URL": learner_url}
+    if token is not None:
+        env["TAGLOOP_ADMIN_TOKEN"] = token
+    return subprocess.run(
+        [sys.executable, "-m", "tagloop.cli", "models", *args],
+        capture_output=True,
+        check=False,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+
+
+def test_list_promote_rollback_through_the_learner(learner_stack: LearnerStack, tmp_path: Path):
+    learner = learner_stack.learner(TAGLOOP_REFIT_EVERY="100000").start()
+    registry = learner_stack.registry
+    bootstrap = learner.get("/api/status")["current_version"]
+    # A second stored version, not promoted: the same bundle under a new id.
+    second = new_version()
+    bundle = registry.fetch(bootstrap, tmp_path / "bundle")
+    metadata = {**registry.get_metadata(bootstrap), "version": second}
+    metadata["decision"] = {"promoted": False, "reason": "held back for the test"}
+    registry.put_version(second, bundle, metadata)
+
+    listed = tagloop_models(learner.url, "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    body = json.loads(listed.stdout)
+    assert body["current_version"] == bootstrap
+    assert [m["version"] for m in body["models"]] == [second, bootstrap]
+    table = tagloop_models(learner.url, "list").stdout.splitlines()
+    assert table[1].startswith(f"  {second}") and "rejected: held back" in table[1]
+    assert table[2].startswith(f"* {bootstrap}")
+
+    shown = tagloop_models(learner.url, "show", second)
+    assert json.loads(shown.stdout)["decision"]["reason"] == "held back for the test"
+
+    refused = tagloop_models(learner.url, "promote", second, token=None)
+    assert refused.returncode == 2 and "HTTP 401" in refused.stderr
+    assert registry.current_version() == bootstrap
+
+    promoted = tagloop_models(learner.url, "promote", second)
+    assert promoted.returncode == 0, promoted.stderr
+    assert json.loads(promoted.stdout)["current_version"] == second
+    assert registry.current_version() == second
+
+    rolled = tagloop_models(learner.url, "rollback")
+    assert rolled.returncode == 0, rolled.stderr
+    assert json.loads(rolled.stdout)["current_version"] == bootstrap
+    assert registry.current_version() == bootstrap
+    assert learner.get("/api/status")["current_version"] == bootstrap
+
+    nothing = tagloop_models(learner.url, "rollback")
+    assert nothing.returncode == 2 and "nothing to roll back to" in nothing.stderr
+    assert registry.current_version() == bootstrap
+
+    missing = tagloop_models(learner.url, "show", "20000101T000000000Z-000000")
+    assert missing.returncode == 2 and "no model version" in missing.stderr
+    assert learner.stop() == 0
