@@ -13,8 +13,9 @@ The candidate is scored on the fixed test set and gated (`learning_service.gate`
 against the best model ever promoted on that test set: a fixed total budget
 on F1 macro, a floor per well-supported test tag and per new tag. Every
 candidate is stored in the registry with its decision and each rule's
-verdict; a promoted one also moves `current.json` and is broadcast. Registry calls are retried with
-backoff while ingestion goes on; the data is durable, so nothing is lost.
+verdict; a promoted one also moves `current.json` and is broadcast. Registry
+calls are retried with backoff while ingestion goes on; the data is durable,
+so nothing is lost.
 """
 
 from __future__ import annotations
@@ -117,6 +118,9 @@ class Refitter(threading.Thread):
         self.fit_in_progress = False
         self.current: dict[str, Any] | None = None
         self.last_decision: dict[str, Any] | None = None
+        # The best promoted version's metadata; read from the registry once at start-up and
+        # kept up to date on promotion, so a commit does not re-read every version.
+        self._best_promoted: Mapping[str, Any] | None = None
         self._needs_bootstrap = False
         self._retrain_requested = False
         self._last_start: float | None = None
@@ -184,6 +188,7 @@ class Refitter(threading.Thread):
         versions = self._retry("registry.list_versions", self.registry.list_versions)
         current = self._retry("registry.current_version", self.registry.current_version)
         by_name = {meta["version"]: meta for meta in versions}
+        self._best_promoted = best_promoted(versions, self.test_digest)
         latest_rows = versions[-1].get("feedback_rows", 0) if versions else 0
         with self._wake:
             self.mark = min(latest_rows if isinstance(latest_rows, int) else 0, len(self.store))
@@ -366,8 +371,7 @@ class Refitter(threading.Thread):
     def _best(self, current: str | None) -> tuple[str | None, dict[str, Any] | None]:
         """The version to gate against and its evaluation: the best promoted one on this test
         set; if there is none (the test set changed), the current model, re-scored."""
-        versions = self._retry("registry.list_versions", self.registry.list_versions)
-        best = best_promoted(versions, self.test_digest)
+        best = self._best_promoted
         if best is not None:
             return best["version"], dict(best)
         if current is None:
@@ -393,6 +397,8 @@ class Refitter(threading.Thread):
     def _became_current(self, metadata: dict[str, Any], label: str) -> None:
         version = metadata["version"]
         metrics = metadata.get("metrics", {})
+        known = [meta for meta in (self._best_promoted, metadata) if meta is not None]
+        self._best_promoted = best_promoted(known, self.test_digest)
         with self._wake:
             self.current = metadata
             self._needs_bootstrap = False
