@@ -2,14 +2,19 @@
 
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from sklearn.metrics import average_precision_score, roc_auc_score
 
 from tagloop.domain.evaluation import (
     METRIC_NAMES,
+    average_precision,
     calibration,
     evaluate,
     evaluate_with_tags,
     new_tag_report,
     reliability,
+    roc_auc,
 )
 
 
@@ -104,3 +109,20 @@ def test_a_new_tag_is_judged_on_its_slice_with_test_set_choices_as_false_alarms(
     # tp 1 (s1), fn 1 (s2), fp 1 (s3) + 2 on the test set -> 2 / (2 + 3 + 1)
     assert report == {"rust": {"f1": round(2 / 6, 4), "held_out": 2}}
     assert new_tag_report(model, [], [], ["rust"], {}) == {"rust": {"f1": 0.0, "held_out": 0}}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    labels=st.lists(st.booleans(), min_size=2, max_size=60),
+    levels=st.integers(min_value=1, max_value=8),
+    seed=st.integers(min_value=0, max_value=2**32 - 1),
+)
+def test_ranking_metrics_equal_scikit_learns(labels, levels, seed):
+    """Ours are a faster route to the same figures, ties included."""
+    truth = np.array(labels)
+    assume(truth.any() and not truth.all())
+    scores = np.random.default_rng(seed).integers(0, levels, size=truth.size) / levels
+    assert average_precision(truth, scores) == pytest.approx(
+        average_precision_score(truth, scores), abs=1e-12
+    )
+    assert roc_auc(truth, scores) == pytest.approx(roc_auc_score(truth, scores), abs=1e-12)
