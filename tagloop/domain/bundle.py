@@ -26,6 +26,7 @@ from tagloop.errors import TagloopError
 ARTIFACT_NAME = "model.npz"
 METADATA_NAME = "metadata.json"
 FORMAT_VERSION = 2  # 2: character n-grams and isotonic calibration knots
+_READABLE_FORMATS = (1, 2)
 _ARRAYS = ("coef", "intercept", "thresholds", "idf", "terms", "term_columns", "classes")
 _PARAMS = (
     "C",
@@ -161,10 +162,23 @@ def load_bundle(
     return model, metadata
 
 
+def _calibration_knots(header: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Format 2 stores the knots; a format 1 bundle (words only, scores
+    sigmoid(slope * (margin - threshold))) is read as knots on that sigmoid, so a
+    registry written before the upgrade still serves until the next refit."""
+    if header["format_version"] == 1:
+        slope = float(header["slope"])
+        knots_x = np.linspace(-30.0, 30.0, 241) / slope
+        return knots_x, 1.0 / (1.0 + np.exp(-slope * knots_x))
+    knots_x, knots_y = (np.asarray(knots, dtype=np.float64) for knots in header["calibration"])
+    return knots_x, knots_y
+
+
 def _model_from_arrays(arrays: dict[str, np.ndarray], header: dict) -> TagModel:
-    if header.get("format_version") != FORMAT_VERSION:
+    if header.get("format_version") not in _READABLE_FORMATS:
         raise BundleError(f"unsupported bundle format {header.get('format_version')!r}")
-    model = TagModel(**{k: v for k, v in header["params"].items() if k in _PARAMS})
+    params = {"char_ngram": 0} | {k: v for k, v in header["params"].items() if k in _PARAMS}
+    model = TagModel(**params)
     coef, classes = arrays["coef"].astype(np.float32), arrays["classes"].astype(str)
     n_features, n_tags = coef.shape
     columns = arrays["term_columns"]
@@ -186,7 +200,7 @@ def _model_from_arrays(arrays: dict[str, np.ndarray], header: dict) -> TagModel:
     model.vocabulary_ = dict(
         zip(arrays["terms"].tolist(), arrays["term_columns"].tolist(), strict=True)
     )
-    knots_x, knots_y = (np.asarray(knots, dtype=np.float64) for knots in header["calibration"])
+    knots_x, knots_y = _calibration_knots(header)
     increasing = bool(np.all(np.diff(knots_x) >= 0) and np.all(np.diff(knots_y) >= 0))
     if not (knots_x.shape == knots_y.shape and knots_x.size and increasing):
         raise BundleError("calibration knots must be two equal-length increasing lists")

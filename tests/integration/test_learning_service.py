@@ -72,7 +72,9 @@ def test_250_corrections_with_refit_every_100_refit_exactly_twice(
     learner_stack: LearnerStack, feedback_rows: list[tuple[str, list[str]]]
 ):
     updates = learner_stack.subscribe_updates()
-    learner = learner_stack.learner(TAGLOOP_PROMOTION_TOLERANCE="1.0").start()
+    learner = learner_stack.learner(
+        TAGLOOP_PROMOTION_TOLERANCE="1.0", TAGLOOP_PROMOTION_TAG_FLOOR="1.0"
+    ).start()
     bootstrap = learner.get("/api/status")["current_version"]
     assert [u.version for u in wait_until(lambda: pull_updates(learner_stack.bus, updates))] == [
         bootstrap
