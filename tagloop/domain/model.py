@@ -261,7 +261,7 @@ class TagModel(BaseEstimator):
         char_columns, char_weights = self._block(
             [CHAR_MARK + gram for gram in char_grams(title, self.char_ngram)]
         )
-        return np.r_[columns, char_columns], np.r_[weights, char_weights]
+        return np.concatenate((columns, char_columns)), np.concatenate((weights, char_weights))
 
     def decision_function(self, titles: Sequence[str]) -> np.ndarray:
         """SVM margins, shape (n_titles, n_tags): per title one product of its few
