@@ -224,6 +224,35 @@ def measure(env: dict[str, str], titles: list[str], args: argparse.Namespace) ->
     return results
 
 
+def replica_env(
+    root: Path, s3: S3Server, emulator: EmulatorProcess, workers: int
+) -> dict[str, str]:
+    """The environment of a replica serving `root/bundle`, published as the current version.
+
+    Replicas serve signed models only, so the bundle is signed with a key made
+    for the run and the replica gets its public half.
+    """
+    signer = Signer(Ed25519PrivateKey.generate())
+    registry = s3.registry(signer=signer)
+    version = new_version()
+    registry.put_version(
+        version, root / "bundle", {"decision": {"promoted": True, "reason": "bench"}}
+    )
+    registry.set_current(version)
+    env = {
+        **os.environ,
+        **s3.env(),
+        "PUBSUB_EMULATOR_HOST": emulator.host,
+        "TAGLOOP_GCP_PROJECT": "bench",
+        "TAGLOOP_MODEL_CACHE_DIR": str(root / "cache"),
+        "TAGLOOP_MODEL_PUBLIC_KEYS": public_key_text(signer.public),
+        "TAGLOOP_WORKERS": str(workers),
+        "TAGLOOP_LOG_LEVEL": "WARNING",
+    }
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    return env
+
+
 def run(args: argparse.Namespace) -> dict:
     """{"<workers> x <threads>": {"single": ..., "batch of N": ...}} for each --threads value."""
     data = load_labeled(ROOT / "data" / "train.tsv")
@@ -235,24 +264,7 @@ def run(args: argparse.Namespace) -> dict:
             S3Server(root / "s3", port=0, bucket="bench-models") as s3,
             EmulatorProcess() as emulator,
         ):
-            signer = Signer(Ed25519PrivateKey.generate())  # replicas serve signed models only
-            registry = s3.registry(signer=signer)
-            version = new_version()
-            registry.put_version(
-                version, root / "bundle", {"decision": {"promoted": True, "reason": "bench"}}
-            )
-            registry.set_current(version)
-            env = {
-                **os.environ,
-                **s3.env(),
-                "PUBSUB_EMULATOR_HOST": emulator.host,
-                "TAGLOOP_GCP_PROJECT": "bench",
-                "TAGLOOP_MODEL_CACHE_DIR": str(root / "cache"),
-                "TAGLOOP_MODEL_PUBLIC_KEYS": public_key_text(signer.public),
-                "TAGLOOP_WORKERS": str(args.workers),
-                "TAGLOOP_LOG_LEVEL": "WARNING",
-            }
-            env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+            env = replica_env(root, s3, emulator, args.workers)
             results = {}
             for threads in args.threads:
                 server = f"{args.workers} x {threads}"

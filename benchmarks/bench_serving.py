@@ -35,11 +35,10 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 
-from bench_inference import process_cpu_seconds, start_replica
+from bench_inference import process_cpu_seconds, replica_env, start_replica
 from machine import command, machine
 
 from inference_service.feedback import RATE_LIMIT_FILE, RateLimiter, SharedRateLimiter
-from tagloop.channels.registry import new_version
 from tagloop.domain.bundle import save_bundle
 from tagloop.domain.data import load_labeled
 from tagloop.domain.model import TagModel
@@ -159,29 +158,6 @@ def phase(
     }
 
 
-def replica_env(
-    root: Path, s3: S3Server, emulator: EmulatorProcess, args: argparse.Namespace
-) -> dict[str, str]:
-    registry = s3.registry()
-    version = new_version()
-    registry.put_version(
-        version, root / "bundle", {"decision": {"promoted": True, "reason": "bench"}}
-    )
-    registry.set_current(version)
-    env = {
-        **os.environ,
-        **s3.env(),
-        "PUBSUB_EMULATOR_HOST": emulator.host,
-        "TAGLOOP_GCP_PROJECT": "bench",
-        "TAGLOOP_MODEL_CACHE_DIR": str(root / "cache"),
-        "TAGLOOP_WORKERS": str(args.workers),
-        "TAGLOOP_THREADS": str(args.threads),
-        "TAGLOOP_LOG_LEVEL": "WARNING",
-    }
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    return env
-
-
 def run(args: argparse.Namespace) -> dict[str, list[dict[str, float]]]:
     data = load_labeled(ROOT / "data" / "train.tsv")
     tagloop = str(Path(sys.executable).with_name("tagloop"))
@@ -193,7 +169,10 @@ def run(args: argparse.Namespace) -> dict[str, list[dict[str, float]]]:
         save_bundle(TagModel().fit(data.titles, data.tags), root / "bundle")
         s3 = stack.enter_context(S3Server(root / "s3", port=0, bucket="bench-models"))
         emulator = stack.enter_context(EmulatorProcess())
-        env = replica_env(root, s3, emulator, args)
+        env = {
+            **replica_env(root, s3, emulator, args.workers),
+            "TAGLOOP_THREADS": str(args.threads),
+        }
         replica_port, bare_port, ui_port = free_port(), free_port(), free_port()
         replica = start_replica(env, replica_port)
         stack.callback(stop, replica)
