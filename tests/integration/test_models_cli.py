@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 from tagloop.channels.registry import new_version
+from tagloop_dev.s3server import S3Server
+from tests.fixtures.keys import model_signer
 from tests.fixtures.learning import ADMIN_TOKEN, LearnerStack
 
 
@@ -28,9 +30,12 @@ def tagloop_models(
     )
 
 
-def test_list_promote_rollback_through_the_learner(learner_stack: LearnerStack, tmp_path: Path):
+def test_list_promote_rollback_through_the_learner(
+    learner_stack: LearnerStack, s3_server: S3Server, tmp_path: Path
+) -> None:
     learner = learner_stack.learner(TAGLOOP_REFIT_EVERY="100000").start()
-    registry = learner_stack.registry
+    # The learner lists only versions it signed: write as the learner would.
+    registry = s3_server.registry(learner_stack.registry.bucket, signer=model_signer())
     bootstrap = learner.get("/api/status")["current_version"]
     # A second stored version, not promoted: the same bundle under a new id.
     second = new_version()
