@@ -16,7 +16,7 @@ import requests
 from tagloop_dev.compose_stack import ComposeStack
 from tagloop_dev.docker_engine import EngineError
 from tests.fixtures.containers import TAGLOOP_SERVICES, Timings, container_ids, url
-from tests.fixtures.stack import feedback_rows, served_version, submit
+from tests.fixtures.stack import feedback_rows, replica_version, served_version, submit
 from tests.fixtures.wait import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
@@ -33,8 +33,8 @@ def inspect(stack: ComposeStack, container: str) -> dict:
 
 def replica_versions(stack: ComposeStack) -> list[str | None]:
     return [
-        served_version(url(stack, "TAGLOOP_REPLICA_1_PORT")),
-        served_version(url(stack, "TAGLOOP_REPLICA_2_PORT")),
+        replica_version(url(stack, "TAGLOOP_REPLICA_1_PORT")),
+        replica_version(url(stack, "TAGLOOP_REPLICA_2_PORT")),
     ]
 
 
