@@ -204,11 +204,12 @@ def _model_rows(current: str | None, versions: list[dict[str, Any]]) -> list[str
     rows = [f"  {'VERSION':<28} {'F1 MACRO':>8}  {'ROWS':>7}  DECISION"]
     for meta in versions:
         f1 = (meta.get("metrics") or {}).get("f1_macro")
+        shown_f1 = "-" if f1 is None else format(f1, ".4f")  # a version may lack metrics
         decision = meta.get("decision") or {}
         verdict = "promoted" if decision.get("promoted") else "rejected"
         rows.append(
             f"{'*' if meta.get('version') == current else ' '} {meta.get('version', '?'):<28} "
-            f"{f1 if f1 is None else format(f1, '.4f'):>8}  {meta.get('training_rows', ''):>7}  "
+            f"{shown_f1:>8}  {meta.get('training_rows', ''):>7}  "
             f"{verdict}: {decision.get('reason', '')}"
         )
     return rows
