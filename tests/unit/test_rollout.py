@@ -227,7 +227,7 @@ def test_stage_changes_share_the_model_topic_with_updates() -> None:
     assert parse_model_message(*change.to_message()) == change
     update = ModelUpdate(VERSION, "s3://b/k", "a" * 64, "2026-11-30T18:00:00.000Z")
     assert parse_model_message(*update.to_message()) == update
-    data, attributes = change.to_message()
+    _, attributes = change.to_message()
     for payload in (
         {"version": VERSION, "stage": "nowhere", "issued_at": "2026-11-30T18:00:00Z"},
         {"version": "x/../y", "stage": "canary", "issued_at": "2026-11-30T18:00:00Z"},
