@@ -192,12 +192,9 @@ class Rollout(threading.Thread):
             if stage.active:
                 metadata = self.registry.get_metadata(version)
                 return self._start(metadata, stage, reason, "manual")
-            if stage is Stage.FULL:
-                self.promote(version)
-                with self._wake:
-                    assert self.record is not None
-                    return self.record
-            raise StageConflict(f"{version} is not in rollout; nothing to roll back")
+            raise StageConflict(
+                f"{version} is not in rollout: start it in shadow or canary, or promote it"
+            )
 
     def promote(self, version: str) -> dict[str, Any]:
         """A manual promotion: ends any rollout (the candidate itself goes to full)."""
