@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 # As in a replica: the metrics live in mmapped files (set before prometheus_client loads).
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="bench-rollout-")
@@ -83,7 +84,7 @@ def main() -> None:
     print(render(results))
 
 
-def render(r: dict) -> str:
+def render(r: dict[str, Any]) -> str:
     m = r["machine"]
     rows = "\n".join(
         f"| {name} | {ms} | {r['added_ms'][name]:+} | {r['ratio_to_served_only'][name]} |"

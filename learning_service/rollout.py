@@ -33,7 +33,7 @@ from learning_service.broadcast import Broadcaster
 from learning_service.retry import Stopped, retry
 from learning_service.rollout_policy import Evidence, RolloutSettings, decide
 from learning_service.store import StoredFeedback
-from tagloop.channels.registry import Registry, VersionNotFound
+from tagloop.channels.registry import CorruptObject, Registry, Untrusted, VersionNotFound
 from tagloop.domain.bundle import load_bundle
 from tagloop.domain.messages import StageChange, utc_now
 from tagloop.domain.model import TagModel
@@ -212,7 +212,7 @@ class Rollout(threading.Thread):
 
     def run(self) -> None:
         try:
-            record = self._retry("registry.rollout_record", self.registry.rollout_record)
+            record = self._retry("registry.rollout_record", self._signed_record)
             with self._wake:
                 if self.record is None and record is not None:
                     self.record = record
@@ -221,6 +221,15 @@ class Rollout(threading.Thread):
                 self._step()
         except Stopped:
             log.info("rollout stopped")
+
+    def _signed_record(self) -> RolloutRecord | None:
+        """The record to resume; an unsigned or forged one is logged and ignored (the next
+        stage change overwrites it with a signed one)."""
+        try:
+            return self.registry.rollout_record()
+        except (Untrusted, CorruptObject) as error:
+            log.error("ignoring models/rollout.json: %s", error)
+            return None
 
     def _step(self) -> None:
         with self._wake:

@@ -578,7 +578,12 @@ class Registry:
         """Append a stage change to the version's history, then point models/rollout.json at
         it: both signed, the pointer last, so what replicas follow is always in the history."""
         key = f"{PREFIX}{check_version(record.version)}/{ROLLOUT_NAME}"
-        stages = [*self.rollout_history(record.version), record.to_dict()]
+        try:
+            earlier = self.rollout_history(record.version)
+        except (Untrusted, CorruptObject) as error:  # not the learner's: a signed one replaces it
+            log.warning("replacing %s: %s", key, error)
+            earlier = []
+        stages = [*earlier, record.to_dict()]
         history = {"version": record.version, "stages": stages}
         self._put_json(key, _encode(self._signed(ROLLOUT_PURPOSE, history)), f"write {key}")
         document = self._signed(ROLLOUT_PURPOSE, record.to_dict())

@@ -50,7 +50,7 @@ def test_manual_stage_changes_are_validated_signed_and_recorded(
     assert learner.get("/api/rollout")["rollout"] is None
 
     assert stage(learner.url, candidate, {"stage": "shadow"}, headers=None).status_code == 401
-    for body in (
+    bodies: list[Any] = [
         [],
         "shadow",
         {"stage": "everywhere"},
@@ -58,7 +58,8 @@ def test_manual_stage_changes_are_validated_signed_and_recorded(
         {"stage": "canary", "reason": ""},
         {"stage": "canary", "reason": "x" * 501},
         {"stage": "canary", "reason": ["list"]},
-    ):
+    ]
+    for body in bodies:
         answer = stage(learner.url, candidate, body)
         assert answer.status_code == 422, (body, answer.text)
     assert stage(learner.url, "not-a-version", {"stage": "shadow"}).status_code == 400
@@ -108,8 +109,8 @@ def test_a_manual_promotion_of_another_version_supersedes_the_rollout(
     assert learner.stop() == 0
 
 
-def test_a_forged_rollout_record_is_refused(
-    learner_stack: LearnerStack, s3_server: S3Server
+def test_a_forged_rollout_record_is_refused_and_replaced(
+    learner_stack: LearnerStack, s3_server: S3Server, tmp_path: Path
 ) -> None:
     bucket = learner_stack.registry.bucket
     s3_server.registry(bucket).ensure_bucket()
@@ -128,3 +129,13 @@ def test_a_forged_rollout_record_is_refused(
     with pytest.raises(Untrusted) as refused:
         reader.rollout_record()
     assert refused.value.reason == "unsigned"
+
+    # The learner ignores it, and its next stage change writes a signed record over it.
+    learner = learner_stack.learner(TAGLOOP_REFIT_EVERY="100000").start()
+    assert learner.get("/api/rollout")["rollout"] is None
+    signed = s3_server.registry(bucket, signer=model_signer())
+    candidate = copy_of(signed, learner.get("/api/status")["current_version"], tmp_path)
+    assert stage(learner.url, candidate, {"stage": "shadow"}).status_code == 200
+    record = reader.rollout_record()
+    assert record is not None and record.version == candidate
+    assert learner.stop() == 0

@@ -7,6 +7,7 @@ import json
 import random
 import string
 import time
+from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
@@ -209,14 +210,15 @@ def record(stage: Stage = Stage.SHADOW, version: str = VERSION) -> RolloutRecord
 def test_records_round_trip_and_refuse_what_is_not_one() -> None:
     original = record(Stage.CANARY)
     assert RolloutRecord.from_dict(json.loads(json.dumps(original.to_dict()))) == original
-    for broken in (
+    broken_documents: list[Any] = [
         [],
         {**original.to_dict(), "stage": "everywhere"},
         {**original.to_dict(), "version": "../../etc"},
         {**original.to_dict(), "canary_fraction": 2},
         {**original.to_dict(), "canary_fraction": True},
         {**original.to_dict(), "reason": None},
-    ):
+    ]
+    for broken in broken_documents:
         with pytest.raises(InvalidRecord):
             RolloutRecord.from_dict(broken)
     assert tuple(str(stage) for stage in Stage) == STAGES
