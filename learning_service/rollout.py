@@ -24,6 +24,7 @@ import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -242,12 +243,10 @@ class Rollout(threading.Thread):
             fresh, self._fresh = self._fresh, False
             record = self.record
             loaded = self._models
-        if starts:  # a newer candidate supersedes an older one
-            metadata, reason = starts[-1]
+        for metadata, reason in starts:  # each supersedes the one before (rolled back)
             with self._change:
-                self._retry(
-                    "rollout.start", lambda: self._start(metadata, Stage.SHADOW, reason, "gate")
-                )
+                self._retry("rollout.start", partial(self._start, metadata, Stage.SHADOW, reason))
+        if starts:
             return
         if record is None or not record.stage.active:
             return
@@ -319,7 +318,7 @@ class Rollout(threading.Thread):
         return record if record is not None and record.stage.active else None
 
     def _start(
-        self, metadata: dict[str, Any], stage: Stage, reason: str, trigger: str
+        self, metadata: dict[str, Any], stage: Stage, reason: str, trigger: str = "gate"
     ) -> RolloutRecord:
         version = metadata["version"]
         active = self._active()
