@@ -18,6 +18,8 @@ from tagloop.errors import TagloopError
 from tagloop.settings import env_optional, env_str
 
 DEFAULT_LEARNER_URL = "http://127.0.0.1:8010"
+ACTIVE_STAGES = ("shadow", "canary")
+"""Rollout stages in which a candidate runs beside the served model (tagloop.domain.rollout)."""
 TIMEOUT = 10.0
 
 
@@ -57,8 +59,14 @@ class LearnerClient:
         return self._call("POST", f"/api/models/{check_version(version)}/promote")
 
     def rollback(self) -> dict[str, Any]:
-        """Return to the promoted version before the current one."""
+        """Undo the latest change: stop a rollout in progress (its candidate is rolled back,
+        the served version stays), else return to the promoted version before the current
+        one. Returns the metadata of the version served afterwards."""
+        record = self.rollout().get("rollout")
         current, versions = self.models()
+        if isinstance(record, dict) and record.get("stage") in ACTIVE_STAGES:
+            self.stage(str(record.get("version")), "rolled_back", "tagloop models rollback")
+            return next(m for m in versions if m.get("version") == current)
         return self.promote(previous_promoted(current, versions))
 
     def rollout(self) -> dict[str, Any]:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +24,7 @@ from tagloop.domain.data import load_labeled
 from tagloop.domain.model import TagModel
 from tagloop.domain.signing import Signer
 from tagloop_dev.s3server import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY
-from tests.fixtures.learning import ADMIN_TOKEN
+from tests.fixtures.learning import ADMIN_TOKEN, tagloop_models
 from tests.fixtures.stack import (
     StackProcess,
     feedback_rows,
@@ -106,22 +104,11 @@ def correct(stack: StackProcess, rows: list[tuple[str, list[str]]]) -> None:
         assert answer.status_code == 202, answer.text
 
 
-def tagloop_models(stack: StackProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        "PATH": str(Path(sys.executable).parent),
-        "TAGLOOP_LEARNER_URL": stack.learner_url,
-        "TAGLOOP_ADMIN_TOKEN": ADMIN_TOKEN,
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", "tagloop.cli", "models", *args],
-        capture_output=True,
-        check=False,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+def models_cli(stack: StackProcess, *args: str) -> str:
+    """`tagloop models ARGS` against the stack's learner; its stdout (it must succeed)."""
+    done = tagloop_models(stack.learner_url, *args)
     assert done.returncode == 0, done.stderr
-    return done
+    return done.stdout
 
 
 def test_a_retrained_candidate_goes_through_shadow_and_canary_to_full(
@@ -182,7 +169,7 @@ def test_a_retrained_candidate_goes_through_shadow_and_canary_to_full(
     # The issue's acceptance: `tagloop models rollback` -> both replicas on the previous
     # version within 15 s (by broadcast; reconciliation alone takes up to a minute).
     started = time.monotonic()
-    rolled = json.loads(tagloop_models(stack, "rollback").stdout)
+    rolled = json.loads(models_cli(stack, "rollback"))
     assert rolled["current_version"] == base
     wait_until(
         lambda: all(replica_version(u) == base for u in stack.replica_urls),
@@ -219,8 +206,8 @@ def test_a_worse_candidate_is_rolled_back_from_canary_on_online_evidence(
     served = learner_status(stack)["current_version"]
     worse = worse_candidate(stack, small_corpus, tmp_path)
     # An operator starts it in canary (skipping shadow, whose agreement would stop it).
-    staged = tagloop_models(stack, "stage", worse, "canary", "--reason", "test: skip shadow")
-    assert json.loads(staged.stdout)["stage"] == "canary"
+    staged = models_cli(stack, "stage", worse, "canary", "--reason", "test: skip shadow")
+    assert json.loads(staged)["stage"] == "canary"
     wait_until(lambda: every_replica_runs(stack, worse, "canary"), timeout=30, what="canary")
 
     rows = feedback_rows(MIN_CORRECTIONS, offset=200)
@@ -232,7 +219,7 @@ def test_a_worse_candidate_is_rolled_back_from_canary_on_online_evidence(
     assert learner_status(stack)["current_version"] == served
     assert {predict(stack, title)[0] for title, _ in rows} == {served}
     # Never a rollback target again: its decision now says why it is not promoted.
-    shown = json.loads(tagloop_models(stack, "show", worse).stdout)
+    shown = json.loads(models_cli(stack, "show", worse))
     assert shown["decision"]["promoted"] is False
     assert "rolled back from canary" in shown["decision"]["reason"]
     learner = scrape(stack.learner_url)

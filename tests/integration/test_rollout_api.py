@@ -15,7 +15,7 @@ from tagloop.channels.registry import ROLLOUT_KEY, Registry, Untrusted, new_vers
 from tagloop.domain.signing import TrustedKeys
 from tagloop_dev.s3server import S3Server
 from tests.fixtures.keys import model_signer
-from tests.fixtures.learning import ADMIN_TOKEN, LearnerStack
+from tests.fixtures.learning import ADMIN_TOKEN, LearnerStack, tagloop_models
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -99,6 +99,15 @@ def test_a_manual_promotion_of_another_version_supersedes_the_rollout(
     registry = s3_server.registry(learner_stack.registry.bucket, signer=model_signer())
     bootstrap = learner.get("/api/status")["current_version"]
     first, second = copy_of(registry, bootstrap, tmp_path), copy_of(registry, bootstrap, tmp_path)
+    assert stage(learner.url, second, {"stage": "canary"}).status_code == 200
+    # `tagloop models rollback` during a rollout stops it; the served version stays.
+    rolled = tagloop_models(learner.url, "rollback")
+    assert rolled.returncode == 0, rolled.stderr
+    assert json.loads(rolled.stdout)["current_version"] == bootstrap
+    record = registry.rollout_record()
+    assert record is not None and (record.version, str(record.stage)) == (second, "rolled_back")
+    assert registry.current_version() == bootstrap
+
     assert stage(learner.url, first, {"stage": "canary"}).status_code == 200
     assert learner.post(f"/api/models/{second}/promote").status_code == 200
     record = registry.rollout_record()
