@@ -193,6 +193,13 @@ def create_app(learner: Learner) -> Flask:
                 raise _registry_unavailable(error) from None
         return jsonify(**status, history=history)
 
+    @app.get("/api/models/<version>/stages")
+    def stages(version: str) -> Response:
+        """Every stage change recorded for `version`, oldest first (for the history page)."""
+        with _model_errors():
+            history = learner.registry.rollout_history(check_version(version))
+        return jsonify(version=version, stages=history)
+
     @app.post("/api/models/<version>/stage")
     @admin
     def stage(version: str) -> Response:

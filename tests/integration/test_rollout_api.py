@@ -81,6 +81,13 @@ def test_manual_stage_changes_are_validated_signed_and_recorded(
     assert status["rollout"]["stage"] == "canary"
     assert status["evidence"]["corrections"] == 0
     assert [change["stage"] for change in status["history"]] == ["shadow", "canary"]
+    stages = learner.get(f"/api/models/{candidate}/stages")["stages"]
+    assert [change["reason"] for change in stages] == [
+        "operator: try it",
+        "operator: changed by an operator",
+    ]
+    assert learner.get(f"/api/models/{bootstrap}/stages") == {"version": bootstrap, "stages": []}
+    assert requests.get(f"{learner.url}/api/models/x..y/stages", timeout=10).status_code == 400
 
     # A manual promotion of the candidate ends its rollout in full.
     promoted = learner.post(f"/api/models/{candidate}/promote")
