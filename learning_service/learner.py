@@ -17,6 +17,8 @@ from learning_service.refit import Refitter
 from learning_service.retry import Blocked
 from learning_service.store import FeedbackStore
 from learning_service.training import Corpus, NewTagSupport
+from learning_service.validated import DIRECTORY as VALIDATED_DIRECTORY
+from learning_service.validated import ValidatedVersions
 from tagloop.channels.bus import Bus, RejectLog
 from tagloop.channels.provisioning import Provisioner
 from tagloop.channels.registry import Registry
@@ -172,6 +174,7 @@ class Learner:
             },
             "online_quality": self.metrics.online_quality(),
             "agreement": self.agreement.summary(),
+            "validated": ValidatedVersions(self.settings.data_dir / VALIDATED_DIRECTORY).latest(),
             "pending_broadcast": self.broadcaster.pending,
             "ready": self.readiness(),
         }
