@@ -121,6 +121,7 @@ def test_titles_two_annotators_agree_on_join_the_validated_set(
     candidate = wait_until(
         lambda: newest_candidate(stack, version), timeout=120, what="the refit's candidate"
     )
+    assert candidate is not None
     validated = candidate["validated"]
     expected = ValidatedSet(
         {normalize_title(title): tuple(TAGS) for title in shared}, version=validated["version"]
