@@ -78,6 +78,8 @@ class Learner:
         self.metrics.samples_since_fit.set_function(self.refitter.samples_since_fit)
         self.agreement = Agreement()
         self.metrics.agreement.set_function(self.agreement.overall)
+        self.validated = ValidatedVersions(settings.data_dir / VALIDATED_DIRECTORY)
+        self.metrics.validated_size.set_function(self.validated.latest_size)
         self.ingestor = Ingestor(
             bus,
             settings.common.feedback_topic,
@@ -174,7 +176,7 @@ class Learner:
             },
             "online_quality": self.metrics.online_quality(),
             "agreement": self.agreement.summary(),
-            "validated": ValidatedVersions(self.settings.data_dir / VALIDATED_DIRECTORY).latest(),
+            "validated": self.validated.latest(),
             "pending_broadcast": self.broadcaster.pending,
             "ready": self.readiness(),
         }

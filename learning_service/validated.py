@@ -156,6 +156,11 @@ class ValidatedVersions:
         versions = self.versions()
         return versions[-1] if versions else None
 
+    def latest_size(self) -> float:
+        """The latest version's size for the gauge (0 before the first fit recorded one)."""
+        latest = self.latest()
+        return float(latest["size"]) if latest else 0.0
+
     def record(self, current: ValidatedSet) -> ValidatedSet:
         """`current` with its version: the latest one if the digest is unchanged, else a new one."""
         latest = self.latest()

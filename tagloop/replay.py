@@ -1,5 +1,7 @@
 """`tagloop replay FILE`: send exported corrections through the public API again (issue 18).
 
+FILE is a `tagloop export` file, CSV or Parquet (pyarrow imported only then).
+
 Each row is posted to `POST /api/feedback` with its own `feedback_id`, so a
 replay is idempotent: the learner stores each id once, however often the file
 is replayed. Rate limits (429) and outages (503) are waited out with the

@@ -23,7 +23,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from learning_service.validated import ValidatedSet
 from tagloop.domain.text import normalize_title
-from tests.fixtures.stack import StackProcess, learner_status, loop_env
+from tests.fixtures.stack import StackProcess, learner_status, loop_env, scrape
 from tests.fixtures.wait import wait_until
 
 pytestmark = pytest.mark.slow
@@ -130,6 +130,7 @@ def test_titles_two_annotators_agree_on_join_the_validated_set(
     assert validated["metrics"]["rows"] == AGREED
     assert set(validated["metrics"]["per_tag"]) >= set(TAGS)
     assert learner_status(stack)["validated"] == expected.summary()
+    assert scrape(stack.learner_url)["tagloop_validated_set_size"][()] == AGREED
     assert not expected.contains(alone)
 
     out = tmp_path / "validated.parquet"

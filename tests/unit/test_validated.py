@@ -109,13 +109,13 @@ def test_validated_titles_are_never_trained_on_bootstrap_copies_included() -> No
 
 def test_versions_advance_only_when_the_digest_changes(tmp_path: Path) -> None:
     versions = ValidatedVersions(tmp_path / "validated")
-    assert versions.latest() is None
+    assert versions.latest() is None and versions.latest_size() == 0
     first = versions.record(ValidatedSet({"a": ("x",)}))
     again = versions.record(ValidatedSet({"a": ("x",)}))
     second = versions.record(ValidatedSet({"a": ("x",), "b": ("y",)}))
     assert (first.version, again.version, second.version) == (1, 1, 2)
     assert [v["version"] for v in versions.versions()] == [1, 2]
-    assert versions.latest() == second.summary()
+    assert versions.latest() == second.summary() and versions.latest_size() == 2
     assert (tmp_path / "validated" / "v000002.jsonl").read_bytes() == second.canonical()
 
 
