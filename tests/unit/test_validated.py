@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from pathlib import Path
 
 from hypothesis import given
@@ -157,3 +158,36 @@ def test_a_candidate_is_scored_on_the_set_with_its_digest(model_bundle: Path) ->
     assert 0.0 <= scored["metrics"]["f1_macro"] <= 1.0
     assert scored["metrics"]["per_tag"]["new-tag"] == {"f1": 0.0, "support": 1}
     assert score_candidate(str(model_bundle), sha256, ValidatedSet({}))["metrics"] is None
+
+
+corrections = st.lists(
+    st.tuples(
+        st.sampled_from(["Sort a list", "sort a  LIST", "Parse JSON", "Regex"]),
+        st.lists(st.sampled_from(["python", "json", "regex"]), min_size=1, max_size=2),
+        st.sampled_from(["anon:a", "anon:b", "anon:c", None]),
+    ),
+    max_size=12,
+)
+
+
+@given(corrections)
+def test_every_validated_label_is_the_latest_choice_of_a_unique_plurality(
+    given_rows: list[tuple[str, list[str], str | None]],
+) -> None:
+    rows = [row(title, tags, who, n) for n, (title, tags, who) in enumerate(given_rows)]
+    latest: dict[str, dict[str, frozenset[str]]] = {}
+    for title, tags, who in given_rows:
+        if who:
+            latest.setdefault(" ".join(title.casefold().split()), {})[who] = frozenset(tags)
+    validated = build(rows)
+    for title, by_annotator in latest.items():
+        votes = Counter(by_annotator.values()).most_common()
+        unique_plurality = votes[0][1] >= 2 and (len(votes) == 1 or votes[1][1] < votes[0][1])
+        assert validated.contains(title) == unique_plurality
+        if unique_plurality:
+            assert frozenset(validated.entries[title]) == votes[0][0]
+    assert set(validated.entries) <= set(latest)
+    # One more annotator agreeing with a label never removes the title or changes it.
+    for title, label in validated.entries.items():
+        again = build([*rows, row(title, list(label), "anon:new")])
+        assert again.entries[title] == label
