@@ -161,6 +161,25 @@ class ValidatedVersions:
         latest = self.latest()
         return float(latest["size"]) if latest else 0.0
 
+    def load(self, version: int) -> ValidatedSet:
+        """A recorded version read back (to re-score an older model on it); ValueError if its
+        entries file is missing or does not match the digest in the index."""
+        summary = next((v for v in self.versions() if v.get("version") == version), None)
+        if summary is None:
+            raise ValueError(f"validated set version {version} was never recorded")
+        try:
+            raw = (self.directory / f"v{version:06d}.jsonl").read_bytes()
+        except FileNotFoundError:
+            raise ValueError(f"validated set version {version}: entries file missing") from None
+        entries = {}
+        for line in raw.splitlines():
+            title, tags = json.loads(line)
+            entries[title] = tuple(tags)
+        loaded = ValidatedSet(entries, version)
+        if loaded.digest() != summary["digest"]:
+            raise ValueError(f"validated set version {version} does not match its digest")
+        return loaded
+
     def record(self, current: ValidatedSet) -> ValidatedSet:
         """`current` with its version: the latest one if the digest is unchanged, else a new one."""
         latest = self.latest()

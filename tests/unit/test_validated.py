@@ -7,6 +7,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -118,6 +119,17 @@ def test_versions_advance_only_when_the_digest_changes(tmp_path: Path) -> None:
     assert [v["version"] for v in versions.versions()] == [1, 2]
     assert versions.latest() == second.summary() and versions.latest_size() == 2
     assert (tmp_path / "validated" / "v000002.jsonl").read_bytes() == second.canonical()
+
+
+def test_a_recorded_version_reads_back_and_a_tampered_one_is_refused(tmp_path: Path) -> None:
+    versions = ValidatedVersions(tmp_path)
+    recorded = versions.record(ValidatedSet({"a title é": ("x", "y"), "b": ("z",)}))
+    assert versions.load(1) == recorded
+    (tmp_path / "v000001.jsonl").write_bytes(b'["a title \xc3\xa9",["x"]]\n')
+    with pytest.raises(ValueError, match="does not match its digest"):
+        versions.load(1)
+    with pytest.raises(ValueError, match="never recorded"):
+        versions.load(2)
 
 
 def test_a_torn_index_line_is_ignored(tmp_path: Path) -> None:
