@@ -48,7 +48,7 @@ MODEL_REFUSALS = Counter(
     "tagloop_inference_model_refusals_total",
     "Model updates, pointers and bundles refused as untrusted (the old model stays), by reason: "
     "unsigned, bad_signature, unknown_key, malformed, wrong_version, digest_mismatch, "
-    "stale_pointer, not_current, invalid_version, invalid_message.",
+    "stale_pointer, stale_record, not_current, invalid_version, invalid_message.",
     ["reason"],
 )
 MODEL_LOAD_SECONDS = Histogram(
