@@ -13,7 +13,7 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
-from inference_service import metrics
+from inference_service import drift, metrics
 from inference_service.config import MAX_BATCH, MAX_BODY_BYTES, InferenceSettings
 from inference_service.model_holder import LoadedModel
 from inference_service.runtime import Runtime
@@ -74,6 +74,7 @@ def create_app(settings: InferenceSettings | None = None, runtime: Runtime | Non
         loaded = serving()
         predictions = loaded.model.predict(titles)
         metrics.predictions(loaded.version).inc(len(titles))
+        drift.MONITOR.observe(loaded, titles, predictions)
         results = [_result(t, p, loaded.version) for t, p in zip(titles, predictions, strict=True)]
         body = json.dumps(results[0] if single else {"predictions": results})
         # The hot path: no provider layers. The header names the model that
