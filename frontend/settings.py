@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from tagloop.learner_client import DEFAULT_LEARNER_URL
 from tagloop.settings import ConfigError, env_float, env_int, env_str
 from tagloop.web.forwarding import ProxyChain
 
@@ -37,25 +38,33 @@ def annotator_secret(env: Mapping[str, str]) -> bytes:
     return raw.encode()
 
 
+def parse_base_url(name: str, item: str) -> str:
+    """An http(s) base URL without query or fragment; trailing '/' dropped."""
+    parts = urlsplit(item)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ConfigError(f"{name}: {item!r} is not an http(s)://host[:port] URL")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"{name}: {item!r} must not have a query or fragment")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise ConfigError(f"{name}: {item!r} has an invalid port") from None
+    return item.rstrip("/")
+
+
 def parse_upstreams(name: str, raw: str) -> tuple[str, ...]:
-    """Comma-separated http(s) base URLs without query or fragment; trailing '/' dropped."""
-    upstreams: list[str] = []
-    for item in (part.strip() for part in raw.split(",")):
-        if not item:
-            continue
-        parts = urlsplit(item)
-        if parts.scheme not in {"http", "https"} or not parts.hostname:
-            raise ConfigError(f"{name}: {item!r} is not an http(s)://host[:port] URL")
-        if parts.query or parts.fragment:
-            raise ConfigError(f"{name}: {item!r} must not have a query or fragment")
-        try:
-            parts.port  # noqa: B018 - raises on a bad port
-        except ValueError:
-            raise ConfigError(f"{name}: {item!r} has an invalid port") from None
-        upstreams.append(item.rstrip("/"))
+    """Comma-separated http(s) base URLs (see `parse_base_url`), duplicates dropped."""
+    upstreams = [parse_base_url(name, item) for item in (p.strip() for p in raw.split(",")) if item]
     if not upstreams:
         raise ConfigError(f"{name} must list at least one inference URL")
     return tuple(dict.fromkeys(upstreams))
+
+
+def parse_learner_url(env: Mapping[str, str]) -> str | None:
+    """The learner's base URL for the model history page; empty: the page says the
+    learner is not configured (the tagging page never needs it)."""
+    raw = env.get("TAGLOOP_UI_LEARNER_URL", DEFAULT_LEARNER_URL).strip()
+    return parse_base_url("TAGLOOP_UI_LEARNER_URL", raw) if raw else None
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,8 @@ class UISettings:
     annotator_secret: bytes
     identity_header: str | None
     """A header with the authenticated user, set by a trusted proxy (never by clients)."""
+    learner_url: str | None = None
+    """The learner's API, read by the model history page (None: not configured)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> UISettings:
@@ -91,4 +102,5 @@ class UISettings:
             ),
             annotator_secret=annotator_secret(env),
             identity_header=env.get("TAGLOOP_UI_IDENTITY_HEADER", "").strip() or None,
+            learner_url=parse_learner_url(env),
         )

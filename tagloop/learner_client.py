@@ -22,7 +22,15 @@ TIMEOUT = 10.0
 
 
 class LearnerApiError(TagloopError):
-    """The learner could not be reached or refused the request (its error is in the message)."""
+    """The learner could not be reached or refused the request (its error is in the message).
+
+    `status` is the learner's HTTP status (None: no answer), so a caller in front of
+    the learner (the UI's history page) can pass its verdict on.
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -75,7 +83,8 @@ class LearnerClient:
             detail = body.get("error", {}) if isinstance(body, dict) else {}
             message = detail.get("message") if isinstance(detail, dict) else None
             raise LearnerApiError(
-                f"{method} {path}: HTTP {response.status_code}: {message or response.reason}"
+                f"{method} {path}: HTTP {response.status_code}: {message or response.reason}",
+                response.status_code,
             )
         if not isinstance(body, dict):
             raise LearnerApiError(f"{method} {path}: the learner answered {body!r}")
