@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Page, expect
 
 from tagloop.channels.registry import Registry, new_version
@@ -27,6 +28,7 @@ from tests.fixtures.wait import wait_until
 pytestmark = pytest.mark.slow
 
 HELD_BACK = "held back for the test"
+AXE_OPTIONS = {"runOnly": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"]}
 
 
 @dataclass
@@ -58,7 +60,7 @@ def row(page: Page, version: str):  # type: ignore[no-untyped-def]
     return page.locator(f'#versions tr[data-version="{version}"]')
 
 
-def test_plot_decisions_and_no_admin_controls_without_the_token(
+def test_plot_decisions_and_admin_controls_only_with_the_token(
     ui_page: Page, history: History
 ) -> None:
     page = ui_page
@@ -84,6 +86,21 @@ def test_plot_decisions_and_no_admin_controls_without_the_token(
     expect(page.get_by_role("button", name="Roll back to the previous version")).to_be_hidden()
     expect(page.get_by_role("button", name=f"Promote {history.second}")).to_have_count(0)
     expect(page.get_by_label("Admin token")).to_be_visible()
+    assert serious_violations(page) == []
+
+    page.get_by_label("Admin token").fill(ADMIN_TOKEN)
+    page.get_by_role("button", name="Use token").click()
+    expect(page.get_by_role("button", name="Roll back to the previous version")).to_be_focused()
+    assert serious_violations(page) == []
+
+
+def serious_violations(page: Page) -> list[tuple[str, str]]:
+    result = Axe().run(page, options=AXE_OPTIONS)
+    return [
+        (violation["id"], str([node["target"] for node in violation["nodes"]]))
+        for violation in result.response["violations"]
+        if violation["impact"] in {"serious", "critical"}
+    ]
 
 
 def test_promote_then_roll_back_through_the_page(ui_page: Page, history: History) -> None:
