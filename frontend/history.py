@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from flask import Flask, Response, jsonify, request
+from prometheus_client import Counter
 
 from tagloop.domain.versions import InvalidVersion, check_version
 from tagloop.learner_client import LearnerApiError, LearnerClient, previous_promoted
@@ -33,6 +34,13 @@ from tagloop.web.api import ApiError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+LEARNER_CALLS = Counter(
+    "tagloop_ui_learner_requests_total",
+    "Requests the history page made to the learner, by action (list, promote, rollback) and "
+    "outcome (ok, refused: a 4xx passed on, failed: 502, unavailable: 503).",
+    ["action", "outcome"],
+)
 
 METRICS = (
     "f1_macro",
@@ -150,18 +158,23 @@ def install_history(app: Flask, learner_url: str | None) -> None:
             )
         return LearnerClient(learner_url, token)
 
-    def ask(call: Callable[[], T], what: str) -> T:
+    def ask(call: Callable[[], T], action: str) -> T:
         try:
-            return call()
+            answer = call()
         except LearnerApiError as error:
-            log.warning("learner %s failed: %s", what, error, extra={"status": error.status})
-            raise upstream_error(error) from None
+            log.warning("learner %s failed: %s", action, error, extra={"status": error.status})
+            refusal = upstream_error(error)
+            outcome = {502: "failed", 503: "unavailable"}.get(refusal.status, "refused")
+            LEARNER_CALLS.labels(action, outcome).inc()
+            raise refusal from None
+        LEARNER_CALLS.labels(action, "ok").inc()
+        return answer
 
     @app.get("/ui/models")
     def models() -> Response:
         """Every version's metrics, gate decision and stage, and the current version."""
         learner = client()
-        current, listed = ask(learner.models, "listing")
+        current, listed = ask(learner.models, "list")
         return jsonify(history(current, listed))
 
     @app.post("/ui/models/<version>/promote")
@@ -171,7 +184,7 @@ def install_history(app: Flask, learner_url: str | None) -> None:
         except InvalidVersion as error:
             raise ApiError(400, "invalid_version", str(error)) from None
         learner = client(bearer_token())
-        answer = ask(lambda: learner.promote(target), f"promote {target}")
+        answer = ask(lambda: learner.promote(target), "promote")
         log.info("promoted %s through the history page", target, extra={"version": target})
         return jsonify(current_version=target, decision=answer.get("decision"))
 
@@ -179,11 +192,11 @@ def install_history(app: Flask, learner_url: str | None) -> None:
     def rollback() -> Response:
         """Promote the newest promoted version older than the current one."""
         learner = client(bearer_token())
-        current, versions = ask(learner.models, "listing")
+        current, versions = ask(learner.models, "list")
         try:
             target = previous_promoted(current, versions)
         except LearnerApiError as error:
             raise ApiError(409, "nothing_to_roll_back", str(error)) from None
-        answer = ask(lambda: learner.promote(target), f"rollback to {target}")
+        answer = ask(lambda: learner.promote(target), "rollback")
         log.info("rolled back to %s through the history page", target, extra={"version": target})
         return jsonify(current_version=target, decision=answer.get("decision"))

@@ -17,6 +17,7 @@ from flask import Flask, jsonify, request
 from flask.testing import FlaskClient
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 from werkzeug.serving import make_server
 
 from frontend.app import create_app
@@ -186,8 +187,10 @@ def test_rollback_promotes_the_previous_promoted_version(learner: tuple[StubLear
 
 def test_a_wrong_token_is_the_learners_401(learner: tuple[StubLearner, str]) -> None:
     stub, url = learner
+    before = learner_calls("rollback", "refused")
     answer = ui(url).post("/ui/models/rollback", headers=bearer("wrong-token"))
     assert answer.status_code == 401
+    assert learner_calls("rollback", "refused") == before + 1
     assert answer.get_json()["error"]["code"] == "unauthorized"
     assert stub.current == MID
 
@@ -236,8 +239,15 @@ def test_learner_failures_are_502_or_503(
     assert (answer.status_code, answer.get_json()["error"]["code"]) == (status, code)
 
 
+def learner_calls(action: str, outcome: str) -> float:
+    labels = {"action": action, "outcome": outcome}
+    return REGISTRY.get_sample_value("tagloop_ui_learner_requests_total", labels) or 0.0
+
+
 def test_an_unreachable_or_missing_learner_is_503() -> None:
+    before = learner_calls("list", "unavailable")
     down = ui(f"http://127.0.0.1:{free_port()}").get("/ui/models")
+    assert learner_calls("list", "unavailable") == before + 1
     assert (down.status_code, down.get_json()["error"]["code"]) == (503, "learner_unavailable")
     assert down.headers["Retry-After"] == "5"
     missing = ui(None).post("/ui/models/rollback", headers=bearer())
