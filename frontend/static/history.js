@@ -108,7 +108,10 @@ function renderPlot() {
       root.append(svg("line", { class: "current", x1: x(index), x2: x(index), y1: top, y2: top + plotHeight }));
     }
     if (index % every === 0 || index === models.length - 1) {
-      const label = svg("text", { x: x(index), y: height - bottom + 18, "text-anchor": "middle" });
+      // The end labels align inwards so that they stay inside the drawing.
+      const anchor =
+        models.length === 1 ? "middle" : index === 0 ? "start" : index === models.length - 1 ? "end" : "middle";
+      const label = svg("text", { x: x(index), y: height - bottom + 18, "text-anchor": anchor });
       label.textContent = shortTime(model.created_at) || model.version.slice(0, 8);
       root.append(label);
     }
