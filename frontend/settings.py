@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from tagloop.learner_client import DEFAULT_LEARNER_URL
 from tagloop.settings import ConfigError, env_float, env_int, env_str
 from tagloop.web.forwarding import ProxyChain
 
@@ -60,10 +59,9 @@ def parse_upstreams(name: str, raw: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(upstreams))
 
 
-def parse_learner_url(env: Mapping[str, str]) -> str | None:
-    """The learner's base URL for the model history page; empty: the page says the
-    learner is not configured (the tagging page never needs it)."""
-    raw = env.get("TAGLOOP_UI_LEARNER_URL", DEFAULT_LEARNER_URL).strip()
+def learner_url(env: Mapping[str, str]) -> str | None:
+    """`TAGLOOP_UI_LEARNER_URL`, checked like an upstream; None when unset."""
+    raw = env.get("TAGLOOP_UI_LEARNER_URL", "").strip()
     return parse_base_url("TAGLOOP_UI_LEARNER_URL", raw) if raw else None
 
 
@@ -80,7 +78,8 @@ class UISettings:
     identity_header: str | None
     """A header with the authenticated user, set by a trusted proxy (never by clients)."""
     learner_url: str | None = None
-    """The learner's API, read by the model history page (None: not configured)."""
+    """The learner: the model history page reads and promotes through it, the queue asks it
+    which titles await a second opinion (unset: no history, the queue's file order)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> UISettings:
@@ -102,5 +101,5 @@ class UISettings:
             ),
             annotator_secret=annotator_secret(env),
             identity_header=env.get("TAGLOOP_UI_IDENTITY_HEADER", "").strip() or None,
-            learner_url=parse_learner_url(env),
+            learner_url=learner_url(env),
         )

@@ -97,7 +97,7 @@ def bearer(token: str = TOKEN) -> dict[str, str]:
 
 
 def test_learner_url_setting() -> None:
-    assert UISettings.from_env({}).learner_url == "http://127.0.0.1:8010"
+    assert UISettings.from_env({}).learner_url is None
     assert UISettings.from_env({"TAGLOOP_UI_LEARNER_URL": "http://l:8010/"}).learner_url == (
         "http://l:8010"
     )
