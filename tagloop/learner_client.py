@@ -24,7 +24,15 @@ TIMEOUT = 10.0
 
 
 class LearnerApiError(TagloopError):
-    """The learner could not be reached or refused the request (its error is in the message)."""
+    """The learner could not be reached or refused the request (its error is in the message).
+
+    `status` is the learner's HTTP status (None: no answer), so a caller in front of
+    the learner (the UI's history page) can pass its verdict on.
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -94,7 +102,8 @@ class LearnerClient:
             detail = answer.get("error", {}) if isinstance(answer, dict) else {}
             message = detail.get("message") if isinstance(detail, dict) else None
             raise LearnerApiError(
-                f"{method} {path}: HTTP {response.status_code}: {message or response.reason}"
+                f"{method} {path}: HTTP {response.status_code}: {message or response.reason}",
+                response.status_code,
             )
         if not isinstance(answer, dict):
             raise LearnerApiError(f"{method} {path}: the learner answered {answer!r}")
