@@ -60,6 +60,7 @@ export const api = {
       Authorization: `Bearer ${token}`,
     }),
   rollout: () => request("GET", "/ui/rollout"),
+  stages: (version) => request("GET", `/ui/models/${encodeURIComponent(version)}/stages`),
   stage: (version, stage, token) =>
     request("POST", `/ui/models/${encodeURIComponent(version)}/stage`, { stage }, undefined, {
       Authorization: `Bearer ${token}`,

@@ -184,6 +184,40 @@ function decisionCell(model) {
   return cell;
 }
 
+function changeItem(change) {
+  const item = element("li", null, { "data-stage": change.stage });
+  item.append(
+    element("strong", STAGE_NAMES[change.stage]),
+    document.createTextNode(` ${shortTime(change.issued_at)}: ${change.reason ?? ""}`),
+  );
+  return item;
+}
+
+/** The version's stage (the rollout record's for the candidate), and its recorded stage
+ * changes, fetched when the reader opens them. */
+function stageCell(model, isCurrent) {
+  const candidate = rollout.rollout?.version === model.version ? rollout.rollout.stage : null;
+  const stage = candidate ? STAGE_NAMES[candidate] : model.stage ?? (isCurrent ? "full" : "–");
+  const cell = element("td", stage);
+  const details = element("details", null, { class: "stage-details" });
+  details.append(element("summary", "Stage changes", { "aria-label": `Stage changes of ${model.version}` }));
+  const list = element("ol", null, { class: "stage-changes" });
+  details.append(list);
+  details.addEventListener("toggle", async () => {
+    if (!details.open || list.dataset.loaded) return;
+    list.dataset.loaded = "yes";
+    try {
+      const answer = await api.stages(model.version);
+      list.replaceChildren(...answer.stages.map(changeItem));
+      if (answer.stages.length === 0) list.replaceWith(element("p", "None recorded.", { class: "hint" }));
+    } catch (error) {
+      list.replaceWith(element("p", describe(error), { class: "error" }));
+    }
+  });
+  cell.append(details);
+  return cell;
+}
+
 function renderTable() {
   const admin = token !== null;
   ui.head.replaceChildren(
@@ -204,7 +238,7 @@ function renderTable() {
       element("td", model.training_rows ?? "–", { class: "number" }),
       ...SERIES.map((s) => element("td", score(model.metrics[s.key]), { class: "number" })),
       decisionCell(model),
-      element("td", model.stage ?? (isCurrent ? "full" : "–")),
+      stageCell(model, isCurrent),
     );
     if (admin) {
       const cell = element("td");
@@ -261,16 +295,7 @@ function renderRollout() {
   ui.rolloutFraction.textContent =
     typeof record.canary_fraction === "number" ? `${Math.round(record.canary_fraction * 100)} %` : "–";
   renderEvidence();
-  ui.changes.replaceChildren(
-    ...[...rollout.history].reverse().map((change) => {
-      const item = element("li", null, { "data-stage": change.stage });
-      item.append(
-        element("strong", STAGE_NAMES[change.stage]),
-        document.createTextNode(` ${shortTime(change.issued_at)}: ${change.reason ?? ""}`),
-      );
-      return item;
-    }),
-  );
+  ui.changes.replaceChildren(...[...rollout.history].reverse().map(changeItem));
   const next = NEXT_STAGE[record.stage];
   ui.rolloutActions.hidden = token === null || !next;
   if (next) ui.advance.textContent = `Advance ${record.version} to ${next}`;

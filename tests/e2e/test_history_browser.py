@@ -185,3 +185,14 @@ def test_rollout_stage_and_reasons_listed_then_advanced_and_rolled_back(
     expect(page.get_by_role("button", name="Roll back the candidate")).to_be_hidden()
     expect(row(page, history.second)).to_contain_text("rolled back from canary")
     assert history.registry.current_version() == history.bootstrap
+
+    # Each version's recorded stage changes, fetched when opened (GET /ui/models/<v>/stages).
+    row(page, history.second).get_by_label(f"Stage changes of {history.second}").click()
+    recorded = row(page, history.second).locator(".stage-changes li")
+    expect(recorded).to_have_count(3)
+    expect(recorded.nth(0)).to_contain_text("shadow")
+    expect(recorded.nth(0)).to_contain_text("by the test")
+    expect(recorded.nth(2)).to_contain_text("rolled back")
+    row(page, history.bootstrap).get_by_label(f"Stage changes of {history.bootstrap}").click()
+    expect(row(page, history.bootstrap)).to_contain_text("None recorded.")
+    assert serious_violations(page) == []
