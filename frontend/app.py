@@ -15,6 +15,7 @@ from prometheus_client import Counter
 
 from frontend.history import install_history
 from frontend.proxy import ROUTES, UpstreamError, UpstreamPool
+from frontend.rollout_view import install_rollout_view
 from frontend.second_opinions import SecondOpinions
 from frontend.settings import UISettings
 from frontend.tag_rules import tag_rules
@@ -187,6 +188,7 @@ def create_app(settings: UISettings, titles: list[str], pool: UpstreamPool | Non
         return send_from_directory(STATIC_DIR, "history.html")
 
     install_history(app, settings.learner_url)
+    install_rollout_view(app, settings.learner_url)
 
     @app.get("/ui/config")
     def config() -> Response:

@@ -37,7 +37,8 @@ T = TypeVar("T")
 
 LEARNER_CALLS = Counter(
     "tagloop_ui_learner_requests_total",
-    "Requests the history page made to the learner, by action (list, promote, rollback) and "
+    "Requests the history page made to the learner, by action (list, promote, rollback, "
+    "rollout, stages, stage) and "
     "outcome (ok, refused: a 4xx passed on, failed: 502, unavailable: 503).",
     ["action", "outcome"],
 )
@@ -67,18 +68,18 @@ PASSED_ON = {
 }
 
 
-def _text(value: object) -> str | None:
+def short_text(value: object) -> str | None:
     """A string field, cut to a length the page can show; None for anything else."""
     return value[:MAX_TEXT] if isinstance(value, str) else None
 
 
-def _number(value: object) -> float | None:
+def finite_number(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         return None
     return float(value)
 
 
-def _version(value: object) -> str | None:
+def valid_version(value: object) -> str | None:
     try:
         return check_version(value)
     except InvalidVersion:
@@ -87,28 +88,32 @@ def _version(value: object) -> str | None:
 
 def model_entry(metadata: object) -> dict[str, Any] | None:
     """What the page shows of one version's metadata; None when it has no valid id."""
-    if not isinstance(metadata, dict) or (version := _version(metadata.get("version"))) is None:
+    if (
+        not isinstance(metadata, dict)
+        or (version := valid_version(metadata.get("version"))) is None
+    ):
         return None
     raw_metrics = metadata.get("metrics")
     metrics = {
         name: value
         for name in METRICS
-        if isinstance(raw_metrics, dict) and (value := _number(raw_metrics.get(name))) is not None
+        if isinstance(raw_metrics, dict)
+        and (value := finite_number(raw_metrics.get(name))) is not None
     }
     decision = metadata.get("decision")
     promoted = decision.get("promoted") if isinstance(decision, dict) else None
     rows = metadata.get("training_rows")
     return {
         "version": version,
-        "created_at": _text(metadata.get("created_at")),
-        "parent_version": _version(metadata.get("parent_version")),
+        "created_at": short_text(metadata.get("created_at")),
+        "parent_version": valid_version(metadata.get("parent_version")),
         "training_rows": rows if isinstance(rows, int) and not isinstance(rows, bool) else None,
         "metrics": metrics,
         "decision": {
             "promoted": promoted if isinstance(promoted, bool) else None,
-            "reason": _text(decision.get("reason")) if isinstance(decision, dict) else None,
+            "reason": short_text(decision.get("reason")) if isinstance(decision, dict) else None,
         },
-        "stage": _text(metadata.get("stage")),
+        "stage": short_text(metadata.get("stage")),
     }
 
 
@@ -118,7 +123,7 @@ def history(current: object, models: list[Any]) -> dict[str, Any]:
     if len(entries) != len(models):
         log.warning("the learner listed %d malformed versions", len(models) - len(entries))
     entries.sort(key=lambda entry: entry["version"])
-    return {"current_version": _version(current), "models": entries, "metrics": list(METRICS)}
+    return {"current_version": valid_version(current), "models": entries, "metrics": list(METRICS)}
 
 
 def bearer_token() -> str:
@@ -148,27 +153,34 @@ def upstream_error(error: LearnerApiError) -> ApiError:
     return ApiError(502, "learner_failed", str(error))
 
 
+def learner_client(learner_url: str | None, token: str | None = None) -> LearnerClient:
+    """The learner's client, or the 503 that explains why this UI server has none."""
+    if learner_url is None:
+        raise ApiError(
+            503, "learner_not_configured", "TAGLOOP_UI_LEARNER_URL is empty: no model history"
+        )
+    return LearnerClient(learner_url, token)
+
+
+def ask(call: Callable[[], T], action: str) -> T:
+    """One learner call, counted by action and outcome; its errors become the UI's answer."""
+    try:
+        answer = call()
+    except LearnerApiError as error:
+        log.warning("learner %s failed: %s", action, error, extra={"status": error.status})
+        refusal = upstream_error(error)
+        outcome = {502: "failed", 503: "unavailable"}.get(refusal.status, "refused")
+        LEARNER_CALLS.labels(action, outcome).inc()
+        raise refusal from None
+    LEARNER_CALLS.labels(action, "ok").inc()
+    return answer
+
+
 def install_history(app: Flask, learner_url: str | None) -> None:
     """The history routes (the page itself is static/history.html, served at /history)."""
 
     def client(token: str | None = None) -> LearnerClient:
-        if learner_url is None:
-            raise ApiError(
-                503, "learner_not_configured", "TAGLOOP_UI_LEARNER_URL is empty: no model history"
-            )
-        return LearnerClient(learner_url, token)
-
-    def ask(call: Callable[[], T], action: str) -> T:
-        try:
-            answer = call()
-        except LearnerApiError as error:
-            log.warning("learner %s failed: %s", action, error, extra={"status": error.status})
-            refusal = upstream_error(error)
-            outcome = {502: "failed", 503: "unavailable"}.get(refusal.status, "refused")
-            LEARNER_CALLS.labels(action, outcome).inc()
-            raise refusal from None
-        LEARNER_CALLS.labels(action, "ok").inc()
-        return answer
+        return learner_client(learner_url, token)
 
     @app.get("/ui/models")
     def models() -> Response:

@@ -81,6 +81,12 @@ class LearnerClient:
         """The candidate in rollout (or the last one), its stage's evidence and its history."""
         return self._call("GET", "/api/rollout")
 
+    def stages(self, version: str) -> list[Any]:
+        """Every stage change recorded for `version`, oldest first."""
+        body = self._call("GET", f"/api/models/{check_version(version)}/stages")
+        stages = body.get("stages")
+        return stages if isinstance(stages, list) else []
+
     def stage(self, version: str, stage: str, reason: str) -> dict[str, Any]:
         """Move `version` to a rollout stage; the learner records and broadcasts it."""
         body = {"stage": stage, "reason": reason}

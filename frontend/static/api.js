@@ -59,6 +59,12 @@ export const api = {
     request("POST", `/ui/models/${encodeURIComponent(version)}/promote`, undefined, undefined, {
       Authorization: `Bearer ${token}`,
     }),
+  rollout: () => request("GET", "/ui/rollout"),
+  stages: (version) => request("GET", `/ui/models/${encodeURIComponent(version)}/stages`),
+  stage: (version, stage, token) =>
+    request("POST", `/ui/models/${encodeURIComponent(version)}/stage`, { stage }, undefined, {
+      Authorization: `Bearer ${token}`,
+    }),
   rollback: (token) =>
     request("POST", "/ui/models/rollback", undefined, undefined, {
       Authorization: `Bearer ${token}`,

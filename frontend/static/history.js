@@ -1,5 +1,6 @@
 // The model history page: every version's scores as an SVG plot and a table, the gate's
-// decisions, and promote/rollback for whoever types the admin token (kept in memory only).
+// decisions, the staged rollout (candidate, stage, evidence, the reason of each change), and
+// promote/rollback/advance for whoever types the admin token (kept in memory only).
 
 import { ApiError, api } from "./api.js";
 
@@ -15,6 +16,9 @@ const SERIES = [
   { key: "roc_auc_macro", label: "ROC AUC", colour: "#a35a00" },
 ];
 const COLUMNS = ["Version", "Created", "Training rows", ...SERIES.map((s) => s.label)];
+// Where an operator's "advance" takes a candidate from each active stage.
+const NEXT_STAGE = { shadow: "canary", canary: "full" };
+const STAGE_NAMES = { shadow: "shadow", canary: "canary", full: "full", rolled_back: "rolled back" };
 const PLOT = { width: 760, height: 300, left: 48, right: 16, top: 12, bottom: 44 };
 
 const ui = {
@@ -34,11 +38,26 @@ const ui = {
   forget: $("forget-token"),
   adminError: $("admin-error"),
   adminStatus: $("admin-status"),
+  rolloutStatus: $("rollout-status"),
+  rolloutError: $("rollout-error"),
+  rollout: $("rollout"),
+  rolloutVersion: $("rollout-version"),
+  rolloutStage: $("rollout-stage"),
+  rolloutSince: $("rollout-since"),
+  rolloutBase: $("rollout-base"),
+  rolloutFraction: $("rollout-fraction"),
+  evidence: $("rollout-evidence"),
+  evidenceRows: $("evidence-rows"),
+  changes: $("stage-changes"),
+  rolloutActions: $("rollout-actions"),
+  advance: $("advance"),
+  abortRollout: $("abort-rollout"),
 };
 
 /** The admin token while the page is open; never written to storage. */
 let token = null;
 let history = { current_version: null, models: [] };
+let rollout = { enabled: false, rollout: null, evidence: null, history: [] };
 
 function element(name, text, attributes = {}) {
   const node = document.createElement(name);
@@ -165,6 +184,40 @@ function decisionCell(model) {
   return cell;
 }
 
+function changeItem(change) {
+  const item = element("li", null, { "data-stage": change.stage });
+  item.append(
+    element("strong", STAGE_NAMES[change.stage]),
+    document.createTextNode(` ${shortTime(change.issued_at)}: ${change.reason ?? ""}`),
+  );
+  return item;
+}
+
+/** The version's stage (the rollout record's for the candidate), and its recorded stage
+ * changes, fetched when the reader opens them. */
+function stageCell(model, isCurrent) {
+  const candidate = rollout.rollout?.version === model.version ? rollout.rollout.stage : null;
+  const stage = candidate ? STAGE_NAMES[candidate] : model.stage ?? (isCurrent ? "full" : "–");
+  const cell = element("td", stage);
+  const details = element("details", null, { class: "stage-details" });
+  details.append(element("summary", "Stage changes", { "aria-label": `Stage changes of ${model.version}` }));
+  const list = element("ol", null, { class: "stage-changes" });
+  details.append(list);
+  details.addEventListener("toggle", async () => {
+    if (!details.open || list.dataset.loaded) return;
+    list.dataset.loaded = "yes";
+    try {
+      const answer = await api.stages(model.version);
+      list.replaceChildren(...answer.stages.map(changeItem));
+      if (answer.stages.length === 0) list.replaceWith(element("p", "None recorded.", { class: "hint" }));
+    } catch (error) {
+      list.replaceWith(element("p", describe(error), { class: "error" }));
+    }
+  });
+  cell.append(details);
+  return cell;
+}
+
 function renderTable() {
   const admin = token !== null;
   ui.head.replaceChildren(
@@ -185,7 +238,7 @@ function renderTable() {
       element("td", model.training_rows ?? "–", { class: "number" }),
       ...SERIES.map((s) => element("td", score(model.metrics[s.key]), { class: "number" })),
       decisionCell(model),
-      element("td", model.stage ?? (isCurrent ? "full" : "–")),
+      stageCell(model, isCurrent),
     );
     if (admin) {
       const cell = element("td");
@@ -204,8 +257,53 @@ function renderTable() {
   ui.rows.replaceChildren(...rows);
 }
 
+function evidenceRow(label, value) {
+  const row = element("tr");
+  row.append(element("th", label, { scope: "row" }), element("td", value, { class: "number" }));
+  return row;
+}
+
+function renderEvidence() {
+  const evidence = rollout.evidence;
+  ui.evidence.hidden = !evidence;
+  if (!evidence) return;
+  ui.evidenceRows.replaceChildren(
+    evidenceRow("Corrections scored", evidence.corrections ?? "–"),
+    evidenceRow("Agreement with the served model", score(evidence.agreement)),
+    evidenceRow("Online precision: candidate", score(evidence.candidate.precision)),
+    evidenceRow("Online precision: served", score(evidence.base.precision)),
+    evidenceRow("Online recall: candidate", score(evidence.candidate.recall)),
+    evidenceRow("Online recall: served", score(evidence.base.recall)),
+  );
+}
+
+function renderRollout() {
+  const record = rollout.rollout;
+  ui.rollout.hidden = !record;
+  if (!record) {
+    ui.rolloutStatus.textContent = rollout.enabled
+      ? "No candidate has been staged yet."
+      : "Staged rollout is off: promoted candidates are served at once.";
+    ui.rolloutActions.hidden = true;
+    return;
+  }
+  ui.rolloutStatus.textContent = rollout.enabled ? "" : "Staged rollout is now off; the last one:";
+  ui.rolloutVersion.textContent = record.version;
+  ui.rolloutStage.textContent = STAGE_NAMES[record.stage];
+  ui.rolloutSince.textContent = shortTime(record.issued_at) || "–";
+  ui.rolloutBase.textContent = record.base_version ?? "–";
+  ui.rolloutFraction.textContent =
+    typeof record.canary_fraction === "number" ? `${Math.round(record.canary_fraction * 100)} %` : "–";
+  renderEvidence();
+  ui.changes.replaceChildren(...[...rollout.history].reverse().map(changeItem));
+  const next = NEXT_STAGE[record.stage];
+  ui.rolloutActions.hidden = token === null || !next;
+  if (next) ui.advance.textContent = `Advance ${record.version} to ${next}`;
+}
+
 function render() {
   renderCurrent();
+  renderRollout();
   renderPlot();
   renderTable();
   ui.actions.hidden = token === null;
@@ -222,7 +320,25 @@ async function load() {
     ui.error.hidden = false;
     ui.status.textContent = "";
   }
+  try {
+    rollout = await api.rollout();
+    ui.rolloutError.hidden = true;
+  } catch (error) {
+    rollout = { enabled: false, rollout: null, evidence: null, history: [] };
+    ui.rolloutError.textContent = describe(error);
+    ui.rolloutError.hidden = false;
+  }
   render();
+}
+
+/** Move the candidate in rollout to `stage` (the learner records, broadcasts and reasons it). */
+function moveCandidate(stage) {
+  const version = rollout.rollout?.version;
+  if (!version) return;
+  act(async () => {
+    const answer = await api.stage(version, stage, token);
+    return `${answer.version} is now in ${STAGE_NAMES[answer.stage]}; replicas follow within seconds.`;
+  });
 }
 
 async function act(call) {
@@ -230,7 +346,10 @@ async function act(call) {
   ui.adminStatus.textContent = "Working…";
   try {
     const answer = await call();
-    ui.adminStatus.textContent = `Version ${answer.current_version} is now current; replicas follow within seconds.`;
+    ui.adminStatus.textContent =
+      typeof answer === "string"
+        ? answer
+        : `Version ${answer.current_version} is now current; replicas follow within seconds.`;
   } catch (error) {
     ui.adminStatus.textContent = "";
     ui.adminError.textContent = describe(error);
@@ -261,6 +380,8 @@ ui.tokenForm.addEventListener("submit", (event) => {
   ui.rollback.focus();
 });
 ui.rollback.addEventListener("click", () => act(() => api.rollback(token)));
+ui.advance.addEventListener("click", () => moveCandidate(NEXT_STAGE[rollout.rollout?.stage]));
+ui.abortRollout.addEventListener("click", () => moveCandidate("rolled_back"));
 ui.forget.addEventListener("click", () => {
   forget();
   ui.tokenInput.focus();

@@ -132,6 +132,10 @@ class Stack:
     ports: Ports
     host: str = "127.0.0.1"
     pubsub: str = "project"  # which emulator: PUBSUB_EMULATORS
+    rollout: bool = False
+    """Staged rollout in the learner (`--rollout`). Off by default here, unlike the Helm
+    chart: a developer's correction-driven candidate is served at once, not after shadow
+    and canary have gathered evidence (docs/learning.md "Rollout")."""
 
     @property
     def log_dir(self) -> Path:
@@ -219,6 +223,7 @@ class Stack:
                     **shared,
                     "TAGLOOP_DATA_DIR": str(var / "learner"),
                     "TAGLOOP_MODEL_SIGNING_KEY_FILE": str(self.signing_key),
+                    "TAGLOOP_ROLLOUT_ENABLED": str(self.rollout).lower(),
                 },
                 ports.learning,
                 stage=1,
@@ -414,6 +419,12 @@ def add_arguments(parser: argparse.ArgumentParser, *, up: bool) -> argparse.Argu
         parser.add_argument(
             "--timeout", type=float, default=300.0, help="seconds to wait for readiness"
         )
+        parser.add_argument(
+            "--rollout",
+            action="store_true",
+            help="staged rollout: candidates run in shadow, then canary, before full (off by"
+            " default locally for fast feedback; on in the Helm chart)",
+        )
     return parser
 
 
@@ -425,6 +436,7 @@ def run_up(args: argparse.Namespace) -> int:
         workdir=Path.cwd(),
         ports=Ports.from_base(args.base_port, args.replicas),
         pubsub=args.pubsub,
+        rollout=args.rollout,
     )
     return up(stack, timeout=args.timeout)
 

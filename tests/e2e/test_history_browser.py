@@ -4,7 +4,9 @@
 Two versions exist: the learner's bootstrap model (promoted by the gate) and a
 second one the gate held back. The page plots both, lists the decisions, and
 offers promote and rollback only once an admin token is typed in; both
-actions, done through the page, move `models/current.json`.
+actions, done through the page, move `models/current.json`. Staged through
+the learner's admin API, the second version's rollout (stage, evidence, the
+reason of each change) is shown, and advanced and rolled back from the page.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Page, expect
 
 from tagloop.channels.registry import Registry, new_version
+from tagloop.domain.rollout import Stage
+from tagloop.learner_client import LearnerClient
 from tagloop_dev.s3server import S3Server
 from tests.fixtures.keys import model_signer
 from tests.fixtures.learning import ADMIN_TOKEN, LearnerStack
@@ -37,6 +41,7 @@ class History:
     registry: Registry
     bootstrap: str
     second: str
+    learner_url: str
 
 
 @pytest.fixture
@@ -52,7 +57,7 @@ def history(learner_stack: LearnerStack, s3_server: S3Server, tmp_path: Path) ->
     registry.put_version(second, bundle, metadata)
     # No replica: the history page needs only the learner.
     with start_ui([f"http://127.0.0.1:{free_port()}"], TAGLOOP_UI_LEARNER_URL=learner.url) as ui:
-        yield History(ui, registry, bootstrap, second)
+        yield History(ui, registry, bootstrap, second, learner.url)
     assert learner.stop() == 0
 
 
@@ -137,3 +142,57 @@ def test_promote_then_roll_back_through_the_page(ui_page: Page, history: History
     page.reload()
     expect(page.locator("#current-version")).to_have_text(history.bootstrap)
     expect(page.get_by_role("button", name="Roll back to the previous version")).to_be_hidden()
+
+
+def test_rollout_stage_and_reasons_listed_then_advanced_and_rolled_back(
+    ui_page: Page, history: History
+) -> None:
+    page = ui_page
+    page.goto(history.ui.base_url + "/history")
+    expect(page.locator("#rollout-status")).to_have_text(
+        "Staged rollout is off: promoted candidates are served at once."
+    )
+    LearnerClient(history.learner_url, ADMIN_TOKEN).stage(history.second, "shadow", "by the test")
+
+    page.reload()
+    expect(page.locator("#rollout-version")).to_have_text(history.second)
+    expect(page.locator("#rollout-stage")).to_have_text("shadow")
+    expect(page.locator("#rollout-base")).to_have_text(history.bootstrap)
+    expect(page.get_by_role("table", name="Live evidence of this stage")).to_contain_text(
+        "Corrections scored"
+    )
+    changes = page.get_by_role("list", name="Stage changes").get_by_role("listitem")
+    expect(changes).to_have_count(1)
+    expect(changes.first).to_contain_text("shadow")
+    expect(changes.first).to_contain_text("by the test")
+    advance = page.get_by_role("button", name=f"Advance {history.second} to canary")
+    expect(advance).to_be_hidden()
+    assert serious_violations(page) == []
+
+    page.get_by_label("Admin token").fill(ADMIN_TOKEN)
+    page.get_by_role("button", name="Use token").click()
+    advance.click()
+    expect(page.locator("#admin-status")).to_contain_text(f"{history.second} is now in canary")
+    expect(page.locator("#rollout-stage")).to_have_text("canary")
+    expect(changes).to_have_count(2)
+    expect(changes.first).to_contain_text("set by an operator on the model history page")
+    record = history.registry.rollout_record()
+    assert record is not None and record.stage is Stage.CANARY
+
+    page.get_by_role("button", name="Roll back the candidate").click()
+    expect(page.locator("#rollout-stage")).to_have_text("rolled back")
+    expect(changes).to_have_count(3)
+    expect(page.get_by_role("button", name="Roll back the candidate")).to_be_hidden()
+    expect(row(page, history.second)).to_contain_text("rolled back from canary")
+    assert history.registry.current_version() == history.bootstrap
+
+    # Each version's recorded stage changes, fetched when opened (GET /ui/models/<v>/stages).
+    row(page, history.second).get_by_label(f"Stage changes of {history.second}").click()
+    recorded = row(page, history.second).locator(".stage-changes li")
+    expect(recorded).to_have_count(3)
+    expect(recorded.nth(0)).to_contain_text("shadow")
+    expect(recorded.nth(0)).to_contain_text("by the test")
+    expect(recorded.nth(2)).to_contain_text("rolled back")
+    row(page, history.bootstrap).get_by_label(f"Stage changes of {history.bootstrap}").click()
+    expect(row(page, history.bootstrap)).to_contain_text("None recorded.")
+    assert serious_violations(page) == []

@@ -57,7 +57,12 @@ def tagloop_services(compose: dict[str, Any]) -> Iterator[tuple[str, str, dict[s
 
 
 def environment(service: dict[str, Any]) -> dict[str, str]:
-    return {key: str(value) for key, value in service.get("environment", {}).items()}
+    """A service's variables as Compose sets them when the shell sets none: `${NAME:-default}`
+    is its default."""
+    return {
+        key: re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", str(value))
+        for key, value in service.get("environment", {}).items()
+    }
 
 
 def variables_read_by_the_code() -> set[str]:

@@ -73,6 +73,8 @@ def test_the_required_alerts_exist_and_each_is_proven_to_fire() -> None:
         "TagloopFeedbackBacklogOld",
         "TagloopTitleVocabularyDrift",
         "TagloopPredictedTagMixDrift",
+        "TagloopRolloutRolledBackAutomatically",
+        "TagloopRolloutStuck",
     }
     firing = {
         case["alertname"]
@@ -110,6 +112,9 @@ def test_dashboard_shows_quality_feedback_fits_requests_versions_and_drift() -> 
         "tagloop_inference_drift_words_total",
         "tagloop_inference_predicted_tags_total",
         "tagloop_inference_training_tag_share",
+        "tagloop_rollout_stage",
+        "tagloop_rollout_agreement",
+        "tagloop_rollout_online_precision",
     }
     assert all(name.startswith("tagloop_") for name in referenced_metrics())
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import socket
 from pathlib import Path
 
@@ -9,7 +10,16 @@ import pytest
 from supervisor.datatypes import RestartUnconditionally
 from supervisor.options import ServerOptions
 
-from tagloop_dev.stack.config import MARKER, Ports, Stack, StackError, prepare, reset, taken_ports
+from tagloop_dev.stack.config import (
+    MARKER,
+    Ports,
+    Stack,
+    StackError,
+    add_arguments,
+    prepare,
+    reset,
+    taken_ports,
+)
 from tests.fixtures.stack import free_base_port
 
 
@@ -26,6 +36,16 @@ def test_default_ports_are_the_contract_ports() -> None:
         "inference-2": 8002,
         "ui": 8080,
     }
+
+
+@pytest.mark.parametrize(("flags", "enabled"), [([], "false"), (["--rollout"], "true")])
+def test_staged_rollout_is_off_locally_unless_asked_for(
+    tmp_path: Path, flags: list[str], enabled: str
+) -> None:
+    args = add_arguments(argparse.ArgumentParser(), up=True).parse_args(flags)
+    stack = Stack(tmp_path, Path.cwd(), Ports.from_base(), rollout=args.rollout)
+    learner = next(program for program in stack.programs() if program.name == "learning")
+    assert learner.env["TAGLOOP_ROLLOUT_ENABLED"] == enabled
 
 
 @pytest.mark.parametrize(("base", "replicas"), [(8000, 0), (8000, 10), (65300, 2), (0, 2)])
