@@ -58,6 +58,12 @@ def parse_upstreams(name: str, raw: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(upstreams))
 
 
+def learner_url(env: Mapping[str, str]) -> str | None:
+    """`TAGLOOP_UI_LEARNER_URL`, checked like an upstream; None when unset."""
+    raw = env.get("TAGLOOP_UI_LEARNER_URL", "").strip()
+    return parse_upstreams("TAGLOOP_UI_LEARNER_URL", raw)[0] if raw else None
+
+
 @dataclass(frozen=True)
 class UISettings:
     upstreams: tuple[str, ...]
@@ -70,6 +76,8 @@ class UISettings:
     annotator_secret: bytes
     identity_header: str | None
     """A header with the authenticated user, set by a trusted proxy (never by clients)."""
+    learner_url: str | None = None
+    """The learner, asked which titles await a second opinion (unset: the queue's file order)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> UISettings:
@@ -91,4 +99,5 @@ class UISettings:
             ),
             annotator_secret=annotator_secret(env),
             identity_header=env.get("TAGLOOP_UI_IDENTITY_HEADER", "").strip() or None,
+            learner_url=learner_url(env),
         )

@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from learning_service.learner import Learner
 from learning_service.refit import Busy
 from tagloop.channels.registry import InvalidVersion, RegistryError, Untrusted, VersionNotFound
+from tagloop.domain.messages import MAX_ANNOTATOR_LENGTH, InvalidMessage, validate_identifier
 from tagloop.web import httpmetrics
 from tagloop.web.api import (
     ApiError,
@@ -29,6 +30,7 @@ from tagloop.web.api import (
 F = TypeVar("F", bound=Callable[..., Any])
 
 MAX_BODY_BYTES = 4096  # the admin endpoints take no body
+MAX_SECOND_OPINIONS = 100
 
 
 def _admin(token: str | None) -> Callable[[F], F]:
@@ -62,6 +64,22 @@ def _registry_unavailable(error: RegistryError) -> ApiError:
     return ApiError(503, "registry_unavailable", str(error), {"Retry-After": "5"})
 
 
+def _second_opinion_query() -> tuple[str | None, int]:
+    """`annotator` (optional, an annotator id) and `limit` (1-100, default 20), else a 400."""
+    annotator = request.args.get("annotator") or None
+    raw_limit = request.args.get("limit", "20")
+    if not (raw_limit.isascii() and raw_limit.isdigit() and len(raw_limit) <= 3) or not (
+        1 <= int(raw_limit) <= MAX_SECOND_OPINIONS
+    ):
+        raise ApiError(400, "invalid_query", f"limit must be 1-{MAX_SECOND_OPINIONS}")
+    if annotator is not None:
+        try:
+            validate_identifier(annotator, "annotator", "bad_annotator", MAX_ANNOTATOR_LENGTH)
+        except InvalidMessage as error:
+            raise ApiError(400, "invalid_query", error.detail) from None
+    return annotator, int(raw_limit)
+
+
 def create_app(learner: Learner) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
@@ -91,6 +109,11 @@ def create_app(learner: Learner) -> Flask:
     @app.get("/api/status")
     def status() -> Response:
         return jsonify(learner.status())
+
+    @app.get("/api/second-opinions")
+    def second_opinions() -> Response:
+        """Titles one other annotator corrected, for `annotator`'s queue (the UI server asks)."""
+        return jsonify(items=learner.agreement.awaiting_second_opinion(*_second_opinion_query()))
 
     @app.get("/api/models")
     def models() -> Response:

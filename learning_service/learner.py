@@ -17,6 +17,8 @@ from learning_service.refit import Refitter
 from learning_service.retry import Blocked
 from learning_service.store import FeedbackStore
 from learning_service.training import Corpus, NewTagSupport
+from learning_service.validated import DIRECTORY as VALIDATED_DIRECTORY
+from learning_service.validated import ValidatedVersions
 from tagloop.channels.bus import Bus, RejectLog
 from tagloop.channels.provisioning import Provisioner
 from tagloop.channels.registry import Registry
@@ -76,6 +78,8 @@ class Learner:
         self.metrics.samples_since_fit.set_function(self.refitter.samples_since_fit)
         self.agreement = Agreement()
         self.metrics.agreement.set_function(self.agreement.overall)
+        self.validated = ValidatedVersions(settings.data_dir / VALIDATED_DIRECTORY)
+        self.metrics.validated_size.set_function(self.validated.latest_size)
         self.ingestor = Ingestor(
             bus,
             settings.common.feedback_topic,
@@ -172,6 +176,7 @@ class Learner:
             },
             "online_quality": self.metrics.online_quality(),
             "agreement": self.agreement.summary(),
+            "validated": self.validated.latest(),
             "pending_broadcast": self.broadcaster.pending,
             "ready": self.readiness(),
         }

@@ -49,6 +49,7 @@ from learning_service.training import (
     training_corpus,
     worker_init,
 )
+from learning_service.validated import score_candidate, split_training
 from tagloop.channels.registry import (
     Registry,
     RegistryError,
@@ -297,6 +298,7 @@ class Refitter(threading.Thread):
             self.settings.new_tag_min_support,
             self.settings.new_tag_min_annotators,
         )
+        train, validated = split_training(train, self.store.rows(snapshot), self.settings.data_dir)
         version = new_version()
         with self._wake:
             self.mark = snapshot
@@ -327,6 +329,9 @@ class Refitter(threading.Thread):
                         "held_back_tags": len(held_back),
                         "test_data_sha256": self.test_digest,
                     },
+                )
+                candidate["validated"] = self._in_worker(
+                    score_candidate, str(work), candidate["sha256"], validated
                 )
             except (Stopped, BrokenProcessPool):
                 raise

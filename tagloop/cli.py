@@ -179,8 +179,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from learning_service.export import export
 
     store = args.data_dir / "feedback.csv"
-    count = export(store, args.out)
-    print(f"exported {count} corrections from {store} to {args.out}")
+    count = export(store, args.out, validated_only=args.validated_only)
+    which = "validated-set corrections" if args.validated_only else "corrections"
+    print(f"exported {count} {which} from {store} to {args.out}")
     return 0
 
 
@@ -308,8 +309,15 @@ def build_parser() -> argparse.ArgumentParser:
     actions.add_parser("show", help="one version's metadata").add_argument("version")
     actions.add_parser("promote", help="make a stored version current").add_argument("version")
     actions.add_parser("rollback", help="return to the promoted version before the current one")
-    export = sub.add_parser("export", help="write the learner's stored corrections to a CSV file")
-    export.add_argument("--out", required=True, type=Path, help="FILE.csv")
+    export = sub.add_parser(
+        "export", help="write the learner's stored corrections to a CSV or Parquet file"
+    )
+    export.add_argument("--out", required=True, type=Path, help="FILE.csv or FILE.parquet")
+    export.add_argument(
+        "--validated-only",
+        action="store_true",
+        help="only the corrections behind the validated test set (docs/data.md)",
+    )
     export.add_argument(
         "--data-dir",
         type=Path,

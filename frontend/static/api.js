@@ -48,6 +48,7 @@ async function request(method, path, body, signal) {
 export const api = {
   config: () => request("GET", "/ui/config"),
   queue: (offset, limit) => request("GET", `/ui/queue?offset=${offset}&limit=${limit}`),
+  secondOpinions: () => request("GET", "/ui/queue/second-opinions"),
   predict: (title, signal) => request("POST", "/api/predict", { title }, signal),
   predictMany: (titles, signal) => request("POST", "/api/predict", { titles }, signal),
   feedback: (payload) => request("POST", "/api/feedback", payload),
