@@ -13,6 +13,7 @@ from pathlib import Path
 from flask import Flask, Response, g, jsonify, request, send_from_directory
 from prometheus_client import Counter
 
+from frontend.history import install_history
 from frontend.proxy import ROUTES, UpstreamError, UpstreamPool
 from frontend.second_opinions import SecondOpinions
 from frontend.settings import UISettings
@@ -180,6 +181,12 @@ def create_app(settings: UISettings, titles: list[str], pool: UpstreamPool | Non
     @app.get("/")
     def index() -> Response:
         return send_from_directory(STATIC_DIR, "index.html")
+
+    @app.get("/history")
+    def history_page() -> Response:
+        return send_from_directory(STATIC_DIR, "history.html")
+
+    install_history(app, settings.learner_url)
 
     @app.get("/ui/config")
     def config() -> Response:

@@ -37,22 +37,23 @@ def annotator_secret(env: Mapping[str, str]) -> bytes:
     return raw.encode()
 
 
+def parse_base_url(name: str, item: str) -> str:
+    """An http(s) base URL without query or fragment; trailing '/' dropped."""
+    parts = urlsplit(item)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ConfigError(f"{name}: {item!r} is not an http(s)://host[:port] URL")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"{name}: {item!r} must not have a query or fragment")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise ConfigError(f"{name}: {item!r} has an invalid port") from None
+    return item.rstrip("/")
+
+
 def parse_upstreams(name: str, raw: str) -> tuple[str, ...]:
-    """Comma-separated http(s) base URLs without query or fragment; trailing '/' dropped."""
-    upstreams: list[str] = []
-    for item in (part.strip() for part in raw.split(",")):
-        if not item:
-            continue
-        parts = urlsplit(item)
-        if parts.scheme not in {"http", "https"} or not parts.hostname:
-            raise ConfigError(f"{name}: {item!r} is not an http(s)://host[:port] URL")
-        if parts.query or parts.fragment:
-            raise ConfigError(f"{name}: {item!r} must not have a query or fragment")
-        try:
-            parts.port  # noqa: B018 - raises on a bad port
-        except ValueError:
-            raise ConfigError(f"{name}: {item!r} has an invalid port") from None
-        upstreams.append(item.rstrip("/"))
+    """Comma-separated http(s) base URLs (see `parse_base_url`), duplicates dropped."""
+    upstreams = [parse_base_url(name, item) for item in (p.strip() for p in raw.split(",")) if item]
     if not upstreams:
         raise ConfigError(f"{name} must list at least one inference URL")
     return tuple(dict.fromkeys(upstreams))
@@ -61,7 +62,7 @@ def parse_upstreams(name: str, raw: str) -> tuple[str, ...]:
 def learner_url(env: Mapping[str, str]) -> str | None:
     """`TAGLOOP_UI_LEARNER_URL`, checked like an upstream; None when unset."""
     raw = env.get("TAGLOOP_UI_LEARNER_URL", "").strip()
-    return parse_upstreams("TAGLOOP_UI_LEARNER_URL", raw)[0] if raw else None
+    return parse_base_url("TAGLOOP_UI_LEARNER_URL", raw) if raw else None
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,8 @@ class UISettings:
     identity_header: str | None
     """A header with the authenticated user, set by a trusted proxy (never by clients)."""
     learner_url: str | None = None
-    """The learner, asked which titles await a second opinion (unset: the queue's file order)."""
+    """The learner: the model history page reads and promotes through it, the queue asks it
+    which titles await a second opinion (unset: no history, the queue's file order)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> UISettings:
