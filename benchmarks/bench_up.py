@@ -82,8 +82,11 @@ def timed_dev(clone: Path, env: dict[str, str], task: str, log: Path) -> tuple[f
     return wall, cpu
 
 
-def timed_up(clone: Path, env: dict[str, str], base_port: int, log: Path) -> float:
-    """Run ./dev up in its own process group; seconds to the ready line."""
+def timed_up(clone: Path, env: dict[str, str], base_port: int, log: Path) -> tuple[float, float]:
+    """Run ./dev up in its own process group; seconds to the ready line, and the CPU seconds
+    of the whole run (every part, start to stop: each parent reaps its children, so they
+    all count), a figure the machine's load barely moves."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     with log.open("w") as out:
         process = subprocess.Popen(
@@ -102,12 +105,14 @@ def timed_up(clone: Path, env: dict[str, str], base_port: int, log: Path) -> flo
             if time.monotonic() - started > 900:
                 raise SystemExit(f"bench_up: not ready after 900 s:\n{log.read_text()}")
             time.sleep(0.1)
-        return time.monotonic() - started
+        ready = time.monotonic() - started
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGINT)  # Ctrl+C reaches the whole foreground group
         if process.wait(120) != 0:
             raise SystemExit(f"bench_up: ./dev up did not stop cleanly:\n{log.read_text()}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ready, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def progress(results: dict[str, float]) -> None:
@@ -136,9 +141,13 @@ def main() -> None:
             clone, env, "test:fast", logs / "fast.log"
         )
         progress(results)
-        results["first_up"] = timed_up(clone, env, args.base_port, logs / "first.log")
+        results["first_up"], results["first_up_cpu"] = timed_up(
+            clone, env, args.base_port, logs / "first.log"
+        )
         progress(results)
-        results["later_up"] = timed_up(clone, env, args.base_port, logs / "later.log")
+        results["later_up"], results["later_up_cpu"] = timed_up(
+            clone, env, args.base_port, logs / "later.log"
+        )
         venv_mb = sum(f.stat().st_size for f in (clone / ".venv").rglob("*") if f.is_file()) >> 20
     host = {**machine(), "load_average_1m_before": load_before}
     report = {
@@ -161,7 +170,11 @@ def main() -> None:
         "configuration ignored): every locked package is downloaded from PyPI. `./dev`",
         "pip-installs the locked uv, then `uv pip sync` installs the hash-pinned lock",
         f"({venv_mb} MB venv). `./dev up` is timed to the line `tagloop is ready at ...`",
-        "(Pub/Sub emulator, S3, learner with its first model, both replicas, UI).",
+        "(Pub/Sub emulator, S3, learner with its first model, both replicas, UI); its CPU",
+        "seconds count every part from start to stop. The emulator and S3 start first;",
+        "the learner, the UI and both replicas then start together, the replicas loading",
+        "the first model when the learner broadcasts it. `./dev` keeps bytecode in",
+        "`.venv/pycache`, written on first import (here by `test:fast` and the first `up`).",
         "",
         "| step | seconds | target |",
         "| --- | ---: | --- |",
@@ -171,9 +184,11 @@ def main() -> None:
         f"| `./dev test:fast` on the warm venv: wall (CPU seconds, all processes)"
         f" | {results['fast_tier']:.1f} ({results['fast_tier_cpu']:.1f} CPU)"
         f" | <= {TARGETS['fast_tier']:.0f} s |",
-        f"| first `./dev up` (first model trained) | {results['first_up']:.1f}"
+        f"| first `./dev up` (first model trained): wall to ready (CPU seconds, whole run)"
+        f" | {results['first_up']:.1f} ({results['first_up_cpu']:.1f} CPU)"
         f" | <= {TARGETS['first_up']:.0f} s |",
-        f"| later `./dev up` (same clone, state in ./var) | {results['later_up']:.1f}"
+        f"| later `./dev up` (same clone, state in ./var): wall to ready (CPU, whole run)"
+        f" | {results['later_up']:.1f} ({results['later_up_cpu']:.1f} CPU)"
         f" | <= {TARGETS['later_up']:.0f} s |",
     ]
     (RESULTS / "up.md").write_text("\n".join(lines) + "\n")

@@ -16,7 +16,7 @@ from typing import Any, Self
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tagloop_dev.processes import ChildProcess, free_port
+from tagloop_dev.processes import ChildProcess, Launcher, free_port
 
 START_TIMEOUT = 60.0
 TAGLOOP = Path(sys.executable).with_name("tagloop")
@@ -49,7 +49,7 @@ def metric(text: str, name: str, **labels: str) -> float:
     return 0.0
 
 
-class LearnerProcess:
+class LearnerProcess(Launcher):
     """One learner process on a free port, configured by `env`, logging to `log_path`."""
 
     def __init__(self, env: dict[str, str], log_path: Path) -> None:

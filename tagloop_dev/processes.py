@@ -7,6 +7,9 @@ streams), readiness is a probe polled against a deadline that also notices
 the child dying early, and stopping signals that one PID (or its process
 group) and reaps it, killing it past a timeout so nothing is left behind.
 
+`Launcher` gives every launcher the same `with` block: start on entry, stop
+(and release what outlives a restart) on exit, whatever ended the block.
+
 `Stop` and `stop_on_signals` serve the foreground commands (`tagloop up`,
 `tagloop s3-server`) that leave their wait on SIGINT/SIGTERM.
 """
@@ -18,10 +21,12 @@ import signal
 import socket
 import subprocess
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from types import FrameType
+from types import FrameType, TracebackType
+from typing import Self
 
 POLL_SECONDS = 0.05
 
@@ -68,7 +73,42 @@ class ChildNotReady(TimeoutError):
     """The child's readiness probe did not pass before the deadline."""
 
 
-class ChildProcess:
+class Launcher(ABC):
+    """`with launcher:` starts it and, however the block ends, stops it and releases it.
+
+    One pair of `__enter__`/`__exit__` for every launcher (ChildProcess, the
+    Pub/Sub emulators, S3Server, LearnerProcess, the test stack): each says
+    only how it starts and stops.
+    """
+
+    @abstractmethod
+    def start(self) -> Self:
+        """Start the child (and wait until it is ready, where the launcher knows how)."""
+
+    @abstractmethod
+    def stop(self) -> int | None:
+        """Stop the child and reap it; its exit status (None: it was not running)."""
+
+    def release(self) -> None:
+        """Free what the launcher keeps across restarts (a log file); after the last stop."""
+        return None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            self.stop()
+        finally:
+            self.release()
+
+
+class ChildProcess(Launcher):
     """One child server: its command line, where its output goes, its process once started.
 
     `log_path=None` lets the child write to this process's stdout/stderr (a
@@ -99,7 +139,7 @@ class ChildProcess:
     def pid(self) -> int | None:
         return None if self.process is None else self.process.pid
 
-    def start(self) -> ChildProcess:
+    def start(self) -> Self:
         """Start the child; its log file is open only in the child."""
         if self.process is not None and self.process.poll() is None:
             raise RuntimeError(f"{self.name} is already running (pid {self.process.pid})")

@@ -27,12 +27,18 @@ import sysconfig
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from tagloop.errors import TagloopError
 from tagloop.settings import env_str
-from tagloop_dev.processes import ChildExited, ChildNotReady, ChildProcess, Stop, stop_on_signals
+from tagloop_dev.processes import (
+    ChildExited,
+    ChildNotReady,
+    ChildProcess,
+    Launcher,
+    Stop,
+    stop_on_signals,
+)
 
 if TYPE_CHECKING:
     from tagloop.channels.registry import Registry
@@ -107,7 +113,7 @@ def _free_port_pair(host: str, offset: int, avoid: set[int]) -> int:
     raise S3ServerError(f"no free pair of ports {offset} apart on {host}")
 
 
-class S3Server:
+class S3Server(Launcher):
     """One SeaweedFS process serving S3 on host:port, with its data under `data_dir`.
 
     `port=0` picks a free port. `log_path=None` lets SeaweedFS write to this
@@ -237,7 +243,7 @@ class S3Server:
         path.write_text(json.dumps(identities, indent=2))
         path.chmod(0o600)
 
-    def start(self, timeout: float = 30.0) -> S3Server:
+    def start(self, timeout: float = 30.0) -> Self:
         """Start SeaweedFS, wait until S3 accepts our credentials, create the bucket."""
         if self.process is not None:
             raise S3ServerError("already started")
@@ -303,17 +309,6 @@ class S3Server:
         if self.process is None:
             raise S3ServerError("not started")
         return self.process.wait()
-
-    def __enter__(self) -> S3Server:
-        return self.start()
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

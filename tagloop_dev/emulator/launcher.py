@@ -17,14 +17,14 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
+from typing import Self
 
 import grpc
 
-from tagloop_dev.processes import ChildExited, ChildNotReady, ChildProcess, free_port
+from tagloop_dev.processes import ChildExited, ChildNotReady, ChildProcess, Launcher, free_port
 
 
-class EmulatorProcess:
+class EmulatorProcess(Launcher):
     """`python -m tagloop_dev.emulator` as a child process, restartable on the same port."""
 
     name = "pubsub emulator"
@@ -67,7 +67,7 @@ class EmulatorProcess:
             command.append("--short-durations")
         return command + list(self.options)
 
-    def start(self, timeout: float = 30.0) -> EmulatorProcess:
+    def start(self, timeout: float = 30.0) -> Self:
         """Start it and wait until it accepts gRPC connections."""
         self.child.command = self.command()
         self.child.env = {**os.environ, "TAGLOOP_LOG_FORMAT": "text"}
@@ -94,16 +94,8 @@ class EmulatorProcess:
         """Signal the emulator and wait for it to exit; returns the exit status."""
         return self.child.stop(timeout, signum)
 
-    def __enter__(self) -> EmulatorProcess:
-        return self.start()
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def release(self) -> None:
+        """The log file, kept across restarts on the same port, goes with the launcher."""
         self._log.close()
 
 

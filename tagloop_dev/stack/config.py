@@ -3,7 +3,8 @@
 `tagloop up` checks the ports, writes a supervisord configuration under the
 var directory, starts supervisord in its own session (so Ctrl+C reaches only
 `up`, which then asks supervisord for an orderly shutdown), starts the parts
-stage by stage and waits until each answers its readiness probe. Supervisor,
+in two stages (the emulator and S3; then the learner, the UI and the replicas
+at once) and waits until each answers its readiness probe. Supervisor,
 not this code, restarts a part that dies (`autorestart=true`), as Compose
 and Kubernetes would. This module is the plan, light to import (`tagloop
 --help`); `tagloop_dev.stack.run` runs it.
@@ -38,8 +39,10 @@ DEFAULT_BASE_PORT = 8000
 DEFAULT_REPLICAS = 2
 MAX_REPLICAS = 9  # replica ports base+1..base+9 stay below the learner's base+10
 OFFSETS = {"ui": 80, "learning": 10, "pubsub": 85, "s3": 333}
-# Supervisor groups, in start order: the emulator and S3; the learner and the UI; the replicas.
-STAGES = ("infra", "core", "replicas")
+# Supervisor groups, in start order: the emulator and S3; then the learner, the UI and the
+# replicas together (a replica waits for the learner's first model on its own: it hears the
+# broadcast, or finds current.json on its next look; `up` creates the topics in between).
+STAGES = ("infra", "services")
 MARKER = ".tagloop-stack"  # written by `up`: `reset` wipes only directories that carry it
 # `--pubsub`: the project's emulator (default) or Google's, from the gcloud SDK.
 PUBSUB_EMULATORS = ("project", "official")
@@ -229,7 +232,6 @@ class Stack:
                 stage=1,
                 probe="http",
             ),
-            # The UI needs no replica to be ready, so it starts beside the learner.
             Program(
                 "ui",
                 command(ports.ui, "serve", "ui"),
@@ -251,8 +253,9 @@ class Stack:
                         "TAGLOOP_MODEL_PUBLIC_KEYS_FILE": str(public_key_path(self.signing_key)),
                     },
                     port,
-                    # After the learner: a replica that starts then finds a current model.
-                    stage=2,
+                    # Beside the learner: importing and forking gunicorn overlaps the
+                    # first fit; the replica is ready once it has loaded that model.
+                    stage=1,
                     probe="http",
                 )
             )

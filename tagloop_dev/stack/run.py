@@ -79,6 +79,35 @@ class Probes:
         return True
 
 
+def create_topics(stack: Stack) -> None:
+    """Create the two topics once the emulator answers, before the learner and replicas start.
+
+    They start together; a replica that subscribed before the learner had
+    created the model-update topic would take a missing topic for a
+    configuration error and look again only a minute later. Creating the
+    topics here (as Terraform does in the cloud) removes that race; the
+    services still create what is missing (TAGLOOP_PUBSUB_PROVISION).
+    """
+    from google.api_core.exceptions import GoogleAPICallError
+
+    from tagloop.channels.bus import Bus  # google-cloud-pubsub: not for `tagloop --help`
+    from tagloop.settings import CommonSettings
+
+    settings = CommonSettings.from_env({**os.environ, **stack.topology_env()})
+    if not settings.pubsub_provision:
+        return
+    # The client finds the emulator through the environment; `up` talks to this stack's only.
+    os.environ["PUBSUB_EMULATOR_HOST"] = stack.topology_env()["PUBSUB_EMULATOR_HOST"]
+    bus = Bus(settings.gcp_project)
+    try:
+        for topic in (settings.feedback_topic, settings.model_topic):
+            bus.ensure_topic(topic, timeout=10.0)
+    except GoogleAPICallError as error:
+        raise StackError(f"cannot create the topics on the Pub/Sub emulator: {error}") from None
+    finally:
+        bus.close()
+
+
 def _wait_stage(
     stack: Stack,
     supervisor: Supervisor,
@@ -145,6 +174,8 @@ def up(stack: Stack, timeout: float = 300.0, out: TextIO = sys.stdout) -> int:
             for stage in sorted({program.stage for program in programs}):
                 members = [program for program in programs if program.stage == stage]
                 _wait_stage(stack, supervisor, supervisord, probes, members, deadline, started, out)
+                if stage == 0:
+                    create_topics(stack)
             print(
                 f"tagloop is ready at {stack.ui_url} ({time.monotonic() - started:.1f} s; "
                 f"logs in {stack.log_dir}). Ctrl+C stops it.",

@@ -50,9 +50,10 @@ def compose() -> dict[str, Any]:
 
 
 def tagloop_services(compose: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
-    """(service name, tagloop component, definition) for the services built from this repo."""
+    """(service name, tagloop component, definition) for the long-running services built
+    from this repo (one-shot jobs such as model-keys run a service's image, restart "no")."""
     for name, service in compose["services"].items():
-        if "build" in service:
+        if "build" in service and service.get("restart") != "no":
             yield name, service["build"]["target"], service
 
 
@@ -90,6 +91,31 @@ def test_schema_check_catches_a_broken_file(compose: dict[str, Any]) -> None:
     }
     with pytest.raises(jsonschema.ValidationError, match="helthcheck"):
         jsonschema.validate(broken, schema, cls=jsonschema.Draft201909Validator)
+
+
+def test_every_image_of_this_repo_is_built_not_pulled(compose: dict[str, Any]) -> None:
+    """With a registry and compose.yaml alone, `up --build` must never try to pull a tagloop
+    image: a one-shot job that runs first (model-keys) builds the image it runs too."""
+    ours = {
+        name: service
+        for name, service in compose["services"].items()
+        if str(service.get("image", "")).startswith("tagloop/")
+    }
+    assert "model-keys" in ours
+    assert [name for name, service in ours.items() if "build" not in service] == []
+
+
+def test_the_ui_keeps_one_annotator_key_across_restarts(compose: dict[str, Any]) -> None:
+    """model-keys writes the key once into a volume; the UI reads it read-only into
+    TAGLOOP_UI_ANNOTATOR_SECRET and starts only after model-keys has run."""
+    services = compose["services"]
+    keys, ui = services["model-keys"], services["ui"]
+    volume = next(v.split(":")[0] for v in ui["volumes"] if v.endswith(":ro"))
+    assert volume in compose["volumes"]
+    assert any(v.split(":")[0] == volume for v in keys["volumes"])
+    assert "annotator.key" in " ".join(keys["entrypoint"])
+    assert "TAGLOOP_UI_ANNOTATOR_SECRET=" in " ".join(ui["entrypoint"])
+    assert ui["depends_on"]["model-keys"]["condition"] == "service_completed_successfully"
 
 
 def test_same_topology_as_the_local_stack(compose: dict[str, Any]) -> None:

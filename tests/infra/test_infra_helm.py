@@ -108,6 +108,8 @@ def test_values_cannot_scale_the_learner(values: dict[str, Any]) -> None:
         {"containerSecurityContext": {"allowPrivilegeEscalation": True}},
         {"podSecurityContext": {"runAsNonRoot": False}},
         {"inference": {"s3Credentials": {"existingSecret": ""}}},
+        {"ui": {"annotatorSecret": {"existingSecret": ""}}},
+        {"ui": {"annotatorSecret": {"value": "inline-annotator-key-of-32-characters"}}},
         {"learning": {"s3Credentials": {"accessKey": "AKIA...", "secretKey": "inline"}}},
         {"monitoring": {"provider": "datadog"}},
         {"ingress": {"managedCertificate": {"enabled": True}, "host": ""}},
@@ -155,10 +157,21 @@ def test_no_secret_is_rendered_only_references(rendered: Rendered) -> None:
         for name, pod in pod_specs(manifests).items():
             for container in pod["containers"]:
                 for variable in container.get("env", []):
-                    if variable["name"].startswith("AWS_") or "TOKEN" in variable["name"]:
+                    if variable["name"].startswith("AWS_") or any(
+                        word in variable["name"] for word in ("TOKEN", "SECRET")
+                    ):
                         assert set(variable) == {"name", "valueFrom"}, (
                             f"{name}: {variable['name']} inline"
                         )
+
+
+def test_every_ui_pod_shares_the_annotator_key_from_a_secret(rendered: Rendered) -> None:
+    """One key for all UI pods: a browser keeps its annotator id whichever pod answers."""
+    for environment in SETUPS:
+        ui = pod_specs(rendered[environment])["Deployment/tagloop-ui"]
+        env = {v["name"]: v for c in ui["containers"] for v in c.get("env", [])}
+        reference = env["TAGLOOP_UI_ANNOTATOR_SECRET"]["valueFrom"]["secretKeyRef"]
+        assert reference == {"name": "tagloop-ui-annotator", "key": "secret"}, environment
 
 
 def config_data(manifests: list[dict[str, Any]], component: str) -> dict[str, str]:
