@@ -121,7 +121,7 @@ def create_app(settings: UISettings, titles: list[str], pool: UpstreamPool | Non
     install_json_errors(app)
     refuse_redirects(app)
     httpmetrics.install(app)
-    install_security_headers(app, csp=PAGE_CSP)
+    install_security_headers(app, csp=PAGE_CSP, extra=PAGE_HEADERS)
     cookies = AnnotatorCookies(settings.annotator_secret)
 
     def annotator() -> str:
@@ -155,8 +155,6 @@ def create_app(settings: UISettings, titles: list[str], pool: UpstreamPool | Non
 
     @app.after_request
     def finish(response: Response) -> Response:
-        for name, value in PAGE_HEADERS.items():
-            response.headers.setdefault(name, value)
         route = request.url_rule.rule if request.url_rule else "unmatched"
         seconds = time.perf_counter() - g.get("started", time.perf_counter())
         log.log(
