@@ -141,8 +141,8 @@ class UpstreamPool:
         client's `headers` only the content-negotiation ones pass; `forwarded`
         (X-Forwarded-*) is added as is.
         """
-        lowered = {name.lower(): value for name, value in headers.items()}
-        sent = [(n, lowered[n.lower()]) for n in FORWARDED_REQUEST_HEADERS if n.lower() in lowered]
+        # Four lookups (case-insensitive on werkzeug's Headers), not a pass over all headers.
+        sent = [(n, v) for n in FORWARDED_REQUEST_HEADERS if (v := headers.get(n)) is not None]
         sent.extend(forwarded.items())
         sent.append(("Accept-Encoding", "identity"))
         # Header values come from parsed requests, but a line break must never split one.
