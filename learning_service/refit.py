@@ -49,6 +49,7 @@ from learning_service.training import (
     training_corpus,
     worker_init,
 )
+from learning_service.validated import score_candidate, split_training
 from tagloop.channels.registry import (
     Registry,
     RegistryError,
@@ -144,6 +145,9 @@ class Refitter(threading.Thread):
         self._needs_bootstrap = False
         self._retrain_requested = False
         self._last_start: float | None = None
+        # Takes a candidate that passed the gate into a staged rollout (True) instead of
+        # making it current at once; the Learner plugs in Rollout.begin.
+        self.stage_candidate: Callable[[dict[str, Any]], bool] = lambda _metadata: False
 
     # --- called from other threads --------------------------------------------
 
@@ -163,13 +167,13 @@ class Refitter(threading.Thread):
         with self._wake:
             return len(self.store) - self.mark
 
-    def promote(self, version: str) -> dict[str, Any]:
+    def promote(self, version: str, label: str = "manual") -> dict[str, Any]:
         """Roll back or forward to a stored version: current.json, gauges, broadcast."""
         if not self._commit_lock.acquire(timeout=PROMOTE_LOCK_TIMEOUT):
             raise Busy("a candidate is being committed; try again")
         try:
             metadata = self.registry.promote(version)
-            self._became_current(metadata, "manual")
+            self._became_current(metadata, label)
         finally:
             self._commit_lock.release()
         with self._wake:
@@ -297,6 +301,7 @@ class Refitter(threading.Thread):
             self.settings.new_tag_min_support,
             self.settings.new_tag_min_annotators,
         )
+        train, validated = split_training(train, self.store.rows(snapshot), self.settings.data_dir)
         version = new_version()
         with self._wake:
             self.mark = snapshot
@@ -327,6 +332,9 @@ class Refitter(threading.Thread):
                         "held_back_tags": len(held_back),
                         "test_data_sha256": self.test_digest,
                     },
+                )
+                candidate["validated"] = self._in_worker(
+                    score_candidate, str(work), candidate["sha256"], validated
                 )
             except (Stopped, BrokenProcessPool):
                 raise
@@ -388,8 +396,9 @@ class Refitter(threading.Thread):
             metadata = {**candidate, "parent_version": current, "decision": decision}
             self._retry("registry.put_version", lambda: self._put_once(version, work, metadata))
             if decision["promoted"]:
-                self._retry("registry.set_current", lambda: self.registry.set_current(version))
-                self._became_current(metadata, label)
+                if not self.stage_candidate(metadata):  # staged rollout (learning_service.rollout)
+                    self._retry("registry.set_current", lambda: self.registry.set_current(version))
+                    self._became_current(metadata, label)
             else:
                 self.metrics.rejections.labels(label).inc()
         log.info(

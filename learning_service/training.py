@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from learning_service.store import StoredFeedback
+from tagloop.domain.drift import TAG_COUNTS_KEY, tag_counts
 
 PARENT_CHECK_SECONDS = 0.5
 
@@ -145,7 +146,13 @@ def fit_candidate(
     return save_bundle(
         model,
         out_dir,
-        {**metadata, **timings, "metrics": metrics, "training_data_sha256": train.digest()},
+        {
+            **metadata,
+            **timings,
+            "metrics": metrics,
+            "training_data_sha256": train.digest(),
+            TAG_COUNTS_KEY: tag_counts(train.tags),  # the prior of drift monitoring
+        },
     )
 
 
