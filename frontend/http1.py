@@ -90,7 +90,7 @@ class Connection:
                 raise ResponseBroken("answer body too large")
 
     def _read_chunked(self) -> bytes:
-        parts = []
+        parts: list[bytes] = []
         total = 0
         while True:
             size_line = self._read_until(b"\r\n", MAX_HEAD_BYTES)
