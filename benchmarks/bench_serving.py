@@ -119,6 +119,13 @@ def bare_argv(port: int, workers: int, threads: int) -> list[str]:
     ]
 
 
+def browser_cookie(ui_url: str) -> str:
+    """The `name=value` of the annotator cookie the UI sets on a browser's first page load."""
+    with urllib.request.urlopen(ui_url + "/", timeout=10) as answer:
+        cookie = answer.headers["Set-Cookie"]
+    return str(cookie).partition(";")[0]
+
+
 def _ms(text: str) -> float:
     value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
@@ -199,12 +206,16 @@ def run(args: argparse.Namespace) -> dict[str, list[dict[str, float]]]:
             "replica under attack": (replica_url, [replica.pid], replica_url),
             "ui+replica under attack": (ui_url, [ui, replica.pid], ui_url),
         }
+        # Through the UI as a browser calls it: with the annotator cookie its first visit got.
+        ui_script = root / "predict-ui.lua"
+        ui_script.write_text(WRK_SCRIPT + f'wrk.headers["Cookie"] = "{browser_cookie(ui_url)}"\n')
+        scripts = {name: ui_script if name.startswith("ui") else script for name in phases}
         for name, (url, _, _) in phases.items():  # warm-up: imports, model, connection pools
-            wrk(url + "/api/predict", script, args.connections, 1)
+            wrk(url + "/api/predict", scripts[name], args.connections, 1)
             results[name] = []
         for round_ in range(args.rounds):
             for name, (url, pids, attack) in phases.items():
-                results[name].append(phase(url + "/api/predict", pids, script, args, attack))
+                results[name].append(phase(url + "/api/predict", pids, scripts[name], args, attack))
                 print(round_, name, json.dumps(results[name][-1]), flush=True)
     return results
 

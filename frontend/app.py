@@ -56,6 +56,8 @@ PAGE_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=(), usb=()",
 }
+COOKIE_CHECKED = "tagloop.annotator_cookie"
+"""WSGI environ key holding the request's verified cookie id (or None)."""
 QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
 
 UPSTREAM_ATTEMPTS = Counter(
@@ -124,7 +126,7 @@ def create_app(settings: UISettings, titles: list[str], pool: UpstreamPool | Non
     install_json_errors(app)
     refuse_redirects(app)
     httpmetrics.install(app)
-    install_security_headers(app, csp=PAGE_CSP)
+    install_security_headers(app, csp=PAGE_CSP, extra=PAGE_HEADERS)
     cookies = AnnotatorCookies(settings.annotator_secret)
     learner = SecondOpinions(settings.learner_url) if settings.learner_url else None
 
@@ -132,16 +134,20 @@ def create_app(settings: UISettings, titles: list[str], pool: UpstreamPool | Non
         """The trusted proxy's user, else this browser's signed cookie, else the address."""
         if settings.identity_header and request.headers.get(settings.identity_header):
             return identity_annotator(request.headers[settings.identity_header])
-        return cookies.verify(request.cookies.get(COOKIE_NAME)) or address_annotator(
-            request.remote_addr
-        )
+        return cookie_annotator() or address_annotator(request.remote_addr)
+
+    def cookie_annotator() -> str | None:
+        """This request's verified cookie id, checked once (the proxy and the hook both ask)."""
+        environ = request.environ
+        if COOKIE_CHECKED not in environ:
+            environ[COOKIE_CHECKED] = cookies.verify(request.cookies.get(COOKIE_NAME))
+        checked: str | None = environ[COOKIE_CHECKED]
+        return checked
 
     @app.after_request
     def give_annotator_id(response: Response) -> Response:
         """Every browser gets an anonymous id on its first visit (or after a forged one)."""
-        if request.path not in QUIET_ROUTES and not cookies.verify(
-            request.cookies.get(COOKIE_NAME)
-        ):
+        if request.path not in QUIET_ROUTES and not cookie_annotator():
             response.set_cookie(
                 COOKIE_NAME,
                 cookies.issue(),
@@ -159,8 +165,6 @@ def create_app(settings: UISettings, titles: list[str], pool: UpstreamPool | Non
 
     @app.after_request
     def finish(response: Response) -> Response:
-        for name, value in PAGE_HEADERS.items():
-            response.headers.setdefault(name, value)
         route = request.url_rule.rule if request.url_rule else "unmatched"
         seconds = time.perf_counter() - g.get("started", time.perf_counter())
         log.log(

@@ -20,17 +20,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
-from urllib3 import connection_from_url
-from urllib3.exceptions import (
-    ConnectTimeoutError,
-    NewConnectionError,
-    ProtocolError,
-    ReadTimeoutError,
-)
-from urllib3.util import Timeout
 from werkzeug.datastructures import Headers
+
+from frontend.http1 import ConnectFailed, Upstream
 
 # The inference API (inference_service/openapi.json, a test keeps them equal): path ->
 # methods, and whether a request whose connection broke may be sent again.
@@ -70,6 +63,7 @@ DROPPED_RESPONSE_HEADERS = frozenset(
     }
 )
 
+_UNSAFE_IN_HEADER = frozenset("\r\n\0")
 CONNECT_TIMEOUT_SECONDS = 2.0
 DOWN_SECONDS = 5.0
 
@@ -104,16 +98,11 @@ class UpstreamPool:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.upstreams = tuple(upstreams)
-        # urllib3's pools directly (no requests.Session layers: they cost more CPU than the
-        # replica's whole answer), kept-alive connections, no proxy from the environment.
-        timeout = Timeout(
-            connect=min(CONNECT_TIMEOUT_SECONDS, timeout_seconds), read=timeout_seconds
-        )
+        # A hand-rolled keep-alive HTTP/1.1 client (frontend/http1.py): urllib3's layers
+        # cost more CPU than the replica's whole answer. No proxy from the environment.
+        connect = min(CONNECT_TIMEOUT_SECONDS, timeout_seconds)
         self._pools = {
-            upstream: (
-                connection_from_url(upstream, maxsize=pool_size, timeout=timeout, retries=False),
-                urlsplit(upstream).path,
-            )
+            upstream: Upstream(upstream, connect, timeout_seconds, pool_size)
             for upstream in self.upstreams
         }
         self._on_attempt = on_attempt or (lambda upstream, outcome: None)
@@ -152,34 +141,26 @@ class UpstreamPool:
         client's `headers` only the content-negotiation ones pass; `forwarded`
         (X-Forwarded-*) is added as is.
         """
-        lowered = {name.lower(): value for name, value in headers.items()}
-        sent = {n: lowered[n.lower()] for n in FORWARDED_REQUEST_HEADERS if n.lower() in lowered}
-        sent.update(forwarded)
-        sent["Accept-Encoding"] = "identity"
+        # Four lookups (case-insensitive on werkzeug's Headers), not a pass over all headers.
+        sent = [(n, v) for n in FORWARDED_REQUEST_HEADERS if (v := headers.get(n)) is not None]
+        sent.extend(forwarded.items())
+        sent.append(("Accept-Encoding", "identity"))
+        # Header values come from parsed requests, but a line break must never split one.
+        sent = [(n, v) for n, v in sent if not _UNSAFE_IN_HEADER.intersection(v)]
         repeatable = (method, path.partition("?")[0]) in SAFE_TO_REPEAT
         for upstream in self.order():
-            pool, prefix = self._pools[upstream]
             try:
-                response = pool.urlopen(
-                    method,
-                    prefix + path,
-                    body=body or None,
-                    headers=sent,
-                    redirect=False,
-                    assert_same_host=False,
-                    decode_content=False,
-                )
-            except (NewConnectionError, ConnectTimeoutError):
-                # NewConnectionError is a ConnectTimeoutError: the request never left.
+                answer = self._pools[upstream].request(method, path, body, sent)
+            except ConnectFailed:
                 self._mark(upstream, healthy=False)
                 self._on_attempt(upstream, "connect_error")
                 continue
-            except ReadTimeoutError as error:
+            except TimeoutError as error:  # socket.timeout: sent, no answer in time
                 self._on_attempt(upstream, "timeout")
                 raise UpstreamError(
                     504, "upstream_timeout", "The tagging service took too long to answer."
                 ) from error
-            except (ProtocolError, OSError) as error:
+            except OSError as error:  # ResponseBroken, resets, EOF after the request was sent
                 self._on_attempt(upstream, "broken")
                 self._mark(upstream, healthy=False)
                 if repeatable:
@@ -190,16 +171,12 @@ class UpstreamPool:
                 ) from error
             self._mark(upstream, healthy=True)
             self._on_attempt(upstream, "ok")
-            kept = [
-                (name, value)
-                for name, value in response.headers.items()
-                if name.lower() not in DROPPED_RESPONSE_HEADERS
-            ]
-            return Answer(response.status, response.data, kept, upstream)
+            kept = [(n, v) for n, v in answer.headers if n.lower() not in DROPPED_RESPONSE_HEADERS]
+            return Answer(answer.status, answer.body, kept, upstream)
         raise UpstreamError(
             503, "upstream_unavailable", "The tagging service cannot be reached right now."
         )
 
     def close(self) -> None:
-        for pool, _ in self._pools.values():
+        for pool in self._pools.values():
             pool.close()

@@ -71,7 +71,12 @@ def _visible(char: str) -> bool:
 
 def one_line(text: str) -> str:
     """Control characters become spaces and whitespace runs collapse: a title is one line."""
-    cleaned = "".join(" " if unicodedata.category(c) == "Cc" else c for c in text)
+    # isprintable() is False for every Cc character: most titles skip the per-character pass.
+    cleaned = (
+        text
+        if text.isprintable()
+        else "".join(" " if unicodedata.category(c) == "Cc" else c for c in text)
+    )
     return " ".join(cleaned.split())
 
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 import functools
 import os
 import time
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -23,6 +24,9 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 REQUESTS = Counter(
     "tagloop_http_requests_total",
@@ -40,21 +44,32 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 
 def install(app: Flask) -> None:
     """Count and time every request; labels stay bounded (route template, known methods)."""
+    app.wsgi_app = _Measured(app.wsgi_app)  # type: ignore[method-assign]
 
-    @app.before_request
-    def _start() -> None:
-        g.tagloop_started = time.perf_counter()
 
-    @app.after_request
-    def _record(response: Response) -> Response:
-        started = g.get("tagloop_started")
-        if started is not None:
-            rule = request.url_rule
+class _Measured:
+    """WSGI middleware recording each answer as it starts (issue 19: no Flask hooks, no `g`).
+
+    The route template is the matched rule of the request Flask built for this
+    environ (werkzeug keeps it in `werkzeug.request` until the response has started).
+    """
+
+    def __init__(self, app: WSGIApplication) -> None:
+        self.app = app
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Any:
+        started = time.perf_counter()
+
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            rule = getattr(environ.get("werkzeug.request"), "url_rule", None)
             endpoint = rule.rule if rule is not None else "unmatched"
-            method = request.method if request.method in _METHODS else "OTHER"
+            method = environ.get("REQUEST_METHOD", "")
+            method = method if method in _METHODS else "OTHER"
             _duration(endpoint, method).observe(time.perf_counter() - started)
-            _requests(endpoint, method, response.status_code).inc()
-        return response
+            _requests(endpoint, method, int(status[:3])).inc()
+            return start_response(status, headers, exc_info)
+
+        return self.app(environ, start)
 
 
 # The label sets are bounded, so their children are looked up once, not per request.
