@@ -16,9 +16,12 @@ the corrections that carry it (`training.split_new_tag_slice`).
 
 An evaluation is a plain mapping (it is stored in the registry metadata):
 `metrics` (the test-set metrics of `tagloop.domain.evaluation.evaluate`),
-`tags` (per test-set tag: `f1`, `support`, `chosen`) and `new_tags` (per new
-tag: `f1`, `held_out`). The caller chooses which promoted model is the best
-(`best_promoted`) and where its metadata comes from (e.g. signed metadata).
+`tags` (per test-set tag: `f1`, `support`, `chosen`), `new_tags` (per new
+tag: `f1`, `held_out`) and, optionally, `validated` (an extra scored set:
+`{"digest", "metrics"}`, e.g. the validated set of `learning_service.validated`;
+`metrics` None while the set is empty). The caller chooses which promoted
+model is the best (`best_promoted`) and where its metadata comes from (e.g.
+signed metadata).
 """
 
 from __future__ import annotations
@@ -95,6 +98,25 @@ def _budget(candidate: Mapping[str, Any], best: Mapping[str, Any], budget: float
     }
 
 
+def _validated(
+    candidate: Mapping[str, Any], best: Mapping[str, Any], budget: float
+) -> dict[str, Any]:
+    """The extra scored set: the candidate's F1 macro on it within the budget of the best's,
+    when both were scored on the same set (same digest); otherwise nothing to compare."""
+    rule = "validated_budget"
+    mine, theirs = candidate.get("validated") or {}, best.get("validated") or {}
+    if not mine.get("metrics"):
+        return {"rule": rule, "passed": True, "detail": "no validated set scored"}
+    if mine.get("digest") != theirs.get("digest") or not theirs.get("metrics"):
+        detail = "the best was not scored on this validated set: nothing to compare"
+        return {"rule": rule, "passed": True, "detail": detail}
+    new, old = float(mine["metrics"]["f1_macro"]), float(theirs["metrics"]["f1_macro"])
+    passed = new >= old - budget
+    relation = "within" if passed else "below the best by more than"
+    detail = f"validated F1 macro {new:.4f} vs best promoted {old:.4f}: {relation} {budget}"
+    return {"rule": rule, "passed": passed, "detail": detail}
+
+
 def _floor(
     rule: str,
     candidate: Mapping[str, Mapping[str, Any]],
@@ -123,7 +145,10 @@ def gate(
 ) -> Decision:
     """Promote the candidate only if every rule passes against the best promoted model."""
     if best is None:
-        return Decision(True, "bootstrap", "bootstrap: no promoted model to compare with", rules=[])
+        reason = "bootstrap: no promoted model to compare with"
+        return Decision(
+            True, "bootstrap", reason, [{"rule": "bootstrap", "passed": True, "detail": reason}]
+        )
     best_tags: Mapping[str, Mapping[str, Any]] = best.get("tags") or {}
     best_new: Mapping[str, Mapping[str, Any]] = best.get("new_tags") or {}
     candidate_new: Mapping[str, Mapping[str, Any]] = candidate.get("new_tags") or {}
@@ -143,6 +168,7 @@ def gate(
             rules.tag_floor,
             best_new,
         ),
+        _validated(candidate, best, rules.budget),
     ]
     failed = [v for v in verdicts if not v["passed"]]
     if failed:

@@ -81,12 +81,18 @@ def verdicts(decision) -> dict[str, bool]:
 def test_the_first_model_is_promoted_without_a_comparison():
     decision = gate(evaluation({"a": 0.3}), None, RULES)
     assert (decision.promoted, decision.label) == (True, "bootstrap")
+    assert verdicts(decision) == {"bootstrap": True}
 
 
 def test_gate_promotes_within_the_budget_and_records_every_rule():
     decision = gate(evaluation({"a": 0.6, "b": 0.49, "c": 0.39, "d": 0.5}), BEST, RULES)
     assert decision.promoted and decision.label == "gate_passed"
-    assert verdicts(decision) == {"f1_macro_budget": True, "tag_floor": True, "new_tag_floor": True}
+    assert verdicts(decision) == {
+        "f1_macro_budget": True,
+        "tag_floor": True,
+        "new_tag_floor": True,
+        "validated_budget": True,
+    }
     stored = decision.as_metadata("v-best")
     assert stored["compared_with"] == "v-best" and stored["rules"] == decision.rules
 
@@ -135,6 +141,7 @@ def test_a_lost_tag_fails_its_floor_even_within_the_budget():
         "f1_macro_budget": True,
         "tag_floor": False,
         "new_tag_floor": True,
+        "validated_budget": True,
     }
     assert decision.label == "tag_floor" and "t7 0.50->0.20" in decision.reason
     # A tag with too few test titles for a stable F1 has no floor.
@@ -151,6 +158,28 @@ def test_new_tags_count_on_their_slice_not_as_zero_on_the_test_set():
     forgotten = evaluation({"a": 0.6, "b": 0.5, "c": 0.4, "d": 0.5}, new={"rust": {"f1": 0.3}})
     decision = gate(forgotten, learned, RULES)
     assert not decision.promoted and decision.label == "new_tag_floor"
+
+
+def with_validated(base: dict[str, Any], digest: str, f1: float | None) -> dict[str, Any]:
+    metrics = None if f1 is None else {"f1_macro": f1}
+    return {**base, "validated": {"version": 1, "digest": digest, "size": 50, "metrics": metrics}}
+
+
+def test_the_validated_set_is_one_more_budget_on_the_same_digest():
+    best = with_validated(BEST, "d1", 0.60)
+    within = gate(with_validated(BEST, "d1", 0.595), best, RULES)
+    assert within.promoted and verdicts(within)["validated_budget"]
+    worse = gate(with_validated(BEST, "d1", 0.58), best, RULES)
+    assert not worse.promoted and worse.label == "validated_budget"
+    assert "0.5800 vs best promoted 0.6000" in worse.reason
+    # Another digest (the set grew since the best was scored) or an empty set: nothing to
+    # compare, the rule passes and says why.
+    for candidate in (with_validated(BEST, "d2", 0.1), with_validated(BEST, "d1", None), BEST):
+        decision = gate(candidate, best, RULES)
+        assert decision.promoted
+        [rule] = [v for v in decision.rules if v["rule"] == "validated_budget"]
+        assert rule["passed"]
+        assert "nothing to compare" in rule["detail"] or "no validated" in rule["detail"]
 
 
 def stored(title: str, tags: list[str]) -> StoredFeedback:
