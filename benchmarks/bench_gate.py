@@ -43,8 +43,8 @@ from tagloop.domain.model import TagModel
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-CURVE = (0, 1000, 2500, 5000)
-POISON_STEPS = 6
+CURVE = (0, 2500, 5000)
+POISON_STEPS = 5
 RULES = GateRules()
 OLD_TOLERANCE = 0.01
 TEST_DIGEST = "data/test.tsv"
