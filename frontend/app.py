@@ -13,7 +13,9 @@ from pathlib import Path
 from flask import Flask, Response, g, jsonify, request, send_from_directory
 from prometheus_client import Counter
 
+from frontend.history import install_history
 from frontend.proxy import ROUTES, UpstreamError, UpstreamPool
+from frontend.second_opinions import SecondOpinions
 from frontend.settings import UISettings
 from frontend.tag_rules import tag_rules
 from tagloop.web import httpmetrics
@@ -123,6 +125,7 @@ def create_app(settings: UISettings, titles: list[str], pool: UpstreamPool | Non
     httpmetrics.install(app)
     install_security_headers(app, csp=PAGE_CSP)
     cookies = AnnotatorCookies(settings.annotator_secret)
+    learner = SecondOpinions(settings.learner_url) if settings.learner_url else None
 
     def annotator() -> str:
         """The trusted proxy's user, else this browser's signed cookie, else the address."""
@@ -179,6 +182,12 @@ def create_app(settings: UISettings, titles: list[str], pool: UpstreamPool | Non
     def index() -> Response:
         return send_from_directory(STATIC_DIR, "index.html")
 
+    @app.get("/history")
+    def history_page() -> Response:
+        return send_from_directory(STATIC_DIR, "history.html")
+
+    install_history(app, settings.learner_url)
+
     @app.get("/ui/config")
     def config() -> Response:
         """Settings and tag rules the page needs before it can work."""
@@ -194,6 +203,13 @@ def create_app(settings: UISettings, titles: list[str], pool: UpstreamPool | Non
             for index in range(offset, min(offset + limit, len(titles)))
         ]
         return jsonify(total=len(titles), offset=offset, items=items)
+
+    @app.get("/ui/queue/second-opinions")
+    def second_opinions() -> Response:
+        """Titles another annotator corrected and nobody else yet: the queue shows them first."""
+        limit = _query_int("limit", 20, 1, MAX_QUEUE_PAGE)
+        titles = learner.titles(annotator(), limit) if learner else []
+        return jsonify(items=titles)
 
     @app.route("/api/<path:rest>", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"])
     def api(rest: str) -> Response:

@@ -37,25 +37,32 @@ def annotator_secret(env: Mapping[str, str]) -> bytes:
     return raw.encode()
 
 
+def parse_base_url(name: str, item: str) -> str:
+    """An http(s) base URL without query or fragment; trailing '/' dropped."""
+    parts = urlsplit(item)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ConfigError(f"{name}: {item!r} is not an http(s)://host[:port] URL")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"{name}: {item!r} must not have a query or fragment")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise ConfigError(f"{name}: {item!r} has an invalid port") from None
+    return item.rstrip("/")
+
+
 def parse_upstreams(name: str, raw: str) -> tuple[str, ...]:
-    """Comma-separated http(s) base URLs without query or fragment; trailing '/' dropped."""
-    upstreams: list[str] = []
-    for item in (part.strip() for part in raw.split(",")):
-        if not item:
-            continue
-        parts = urlsplit(item)
-        if parts.scheme not in {"http", "https"} or not parts.hostname:
-            raise ConfigError(f"{name}: {item!r} is not an http(s)://host[:port] URL")
-        if parts.query or parts.fragment:
-            raise ConfigError(f"{name}: {item!r} must not have a query or fragment")
-        try:
-            parts.port  # noqa: B018 - raises on a bad port
-        except ValueError:
-            raise ConfigError(f"{name}: {item!r} has an invalid port") from None
-        upstreams.append(item.rstrip("/"))
+    """Comma-separated http(s) base URLs (see `parse_base_url`), duplicates dropped."""
+    upstreams = [parse_base_url(name, item) for item in (p.strip() for p in raw.split(",")) if item]
     if not upstreams:
         raise ConfigError(f"{name} must list at least one inference URL")
     return tuple(dict.fromkeys(upstreams))
+
+
+def learner_url(env: Mapping[str, str]) -> str | None:
+    """`TAGLOOP_UI_LEARNER_URL`, checked like an upstream; None when unset."""
+    raw = env.get("TAGLOOP_UI_LEARNER_URL", "").strip()
+    return parse_base_url("TAGLOOP_UI_LEARNER_URL", raw) if raw else None
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,9 @@ class UISettings:
     annotator_secret: bytes
     identity_header: str | None
     """A header with the authenticated user, set by a trusted proxy (never by clients)."""
+    learner_url: str | None = None
+    """The learner: the model history page reads and promotes through it, the queue asks it
+    which titles await a second opinion (unset: no history, the queue's file order)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> UISettings:
@@ -91,4 +101,5 @@ class UISettings:
             ),
             annotator_secret=annotator_secret(env),
             identity_header=env.get("TAGLOOP_UI_IDENTITY_HEADER", "").strip() or None,
+            learner_url=learner_url(env),
         )

@@ -13,7 +13,7 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
-from inference_service import metrics
+from inference_service import drift, metrics, rollout
 from inference_service.config import MAX_BATCH, MAX_BODY_BYTES, InferenceSettings
 from inference_service.model_holder import LoadedModel
 from inference_service.runtime import Runtime
@@ -71,16 +71,19 @@ def create_app(settings: InferenceSettings | None = None, runtime: Runtime | Non
     @app.post("/api/predict")
     def predict() -> Response:
         titles, single = _titles(json_body())
-        loaded = serving()
-        predictions = loaded.model.predict(titles)
-        metrics.predictions(loaded.version).inc(len(titles))
-        results = [_result(t, p, loaded.version) for t, p in zip(titles, predictions, strict=True)]
+        served = serving()
+        predictions, versions = rollout.predict(served, holder.candidate, titles)
+        # Drift is measured against the served model's vocabulary and training mix.
+        drift.MONITOR.observe(served, titles, predictions)
+        results = [_result(*answer) for answer in zip(titles, predictions, versions, strict=True)]
         body = json.dumps(results[0] if single else {"predictions": results})
         # The hot path: no provider layers. The header names the model that
-        # answered, so clients and proxies can attribute a prediction without
-        # parsing the body.
+        # answered (every one, in a batch split by a canary), so clients and
+        # proxies can attribute a prediction without parsing the body.
         return Response(
-            body, mimetype="application/json", headers={MODEL_VERSION_HEADER: loaded.version}
+            body,
+            mimetype="application/json",
+            headers={MODEL_VERSION_HEADER: ", ".join(dict.fromkeys(versions))},
         )
 
     @app.post("/api/feedback")

@@ -13,8 +13,9 @@ from prometheus_client import Counter, Gauge, Histogram
 
 PREDICTIONS = Counter(
     "tagloop_inference_predictions_total",
-    "Titles tagged, by the model version that tagged them.",
-    ["model_version"],
+    "Titles tagged, by the model version that tagged them and its rollout stage (full: the "
+    "served model; shadow: predicted beside it, never shown; canary).",
+    ["model_version", "stage"],
 )
 TAGS_PER_PREDICTION = Histogram(
     "tagloop_inference_tags_per_prediction",
@@ -47,7 +48,7 @@ MODEL_REFUSALS = Counter(
     "tagloop_inference_model_refusals_total",
     "Model updates, pointers and bundles refused as untrusted (the old model stays), by reason: "
     "unsigned, bad_signature, unknown_key, malformed, wrong_version, digest_mismatch, "
-    "stale_pointer, not_current, invalid_version, invalid_message.",
+    "stale_pointer, stale_record, not_current, invalid_version, invalid_message.",
     ["reason"],
 )
 MODEL_LOAD_SECONDS = Histogram(
@@ -79,10 +80,10 @@ FEEDBACK_RATE_LIMITED = Counter(
 )
 
 
-@functools.lru_cache(maxsize=8)
-def predictions(version: str) -> Counter:
+@functools.lru_cache(maxsize=16)
+def predictions(version: str, stage: str) -> Counter:
     """The per-version prediction counter, looked up once per version, not per request."""
-    return PREDICTIONS.labels(version)
+    return PREDICTIONS.labels(version, stage)
 
 
 def record_swap(previous: str | None, version: str, loaded_at_unix: float, trigger: str) -> None:

@@ -1,18 +1,22 @@
-"""The model a process serves, swapped atomically.
+"""The model a process serves, swapped atomically (and the candidate in rollout beside it).
 
 A request reads `holder.current` once and uses that object to the end, so a
 swap never changes the model under a request in flight, and no request ever
 sees a half-loaded one: `LoadedModel` is complete and immutable before it is
-published by a single reference assignment.
+published by a single reference assignment. `holder.candidate` (a shadow or
+canary model, inference_service.rollout) is published the same way.
 """
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tagloop.domain.model import TagModel
+
+if TYPE_CHECKING:
+    from inference_service.rollout import Candidate
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,9 @@ class ModelHolder:
     def __init__(self) -> None:
         self._current: LoadedModel | None = None
         self._lock = threading.Lock()
+        self.candidate: Candidate | None = None
+        """The rollout's candidate, if one runs beside the served model; only the loader
+        thread assigns it."""
 
     @property
     def current(self) -> LoadedModel | None:

@@ -16,6 +16,10 @@ loads never overlap; it acts on three triggers:
 - the subscriber thread saying it (re)subscribed: anything broadcast before
   is in `current.json`, so it is read again.
 
+Each trigger also syncs the rollout's candidate (inference_service.rollout):
+a stage-change broadcast is a hint like a model update, and the signed
+`models/rollout.json` decides, read on the same schedule as `current.json`.
+
 The subscriber thread creates the subscription and keeps the stream alive,
 so an unreachable Pub/Sub never delays loading the model from the registry.
 A failed download or verification keeps the old model serving; an untrusted
@@ -38,11 +42,12 @@ from google.cloud.pubsub_v1.subscriber.futures import StreamingPullFuture
 from inference_service import metrics
 from inference_service.loader import ModelLoader
 from inference_service.model_holder import ModelHolder
+from inference_service.rollout import CandidateFollower
 from tagloop.channels.bus import Bus, Received, parse_or_reject, unique_subscription_name
 from tagloop.channels.provisioning import INFERENCE_SUBSCRIPTION_PREFIX, Provisioner, PubSubFailure
 from tagloop.channels.registry import IntegrityError, Pointer, Registry, RegistryError, Untrusted
 from tagloop.domain.bundle import BundleError
-from tagloop.domain.messages import ModelUpdate, parse_model_update
+from tagloop.domain.messages import ModelUpdate, StageChange, parse_model_message
 from tagloop.domain.signing import SignatureError
 from tagloop.domain.versions import InvalidVersion
 
@@ -109,6 +114,7 @@ class Reloader:
         self._threads: list[threading.Thread] = []
         self._failures = 0
         self._newest_pointer: str | None = None  # issued_at of the newest pointer followed
+        self.candidates = CandidateFollower(registry, loader, holder)
 
     # -- lifecycle (call in the worker process, after fork) -------------------------
 
@@ -156,11 +162,14 @@ class Reloader:
                 break
             if item is _RECONCILE:
                 next_reconcile = time.monotonic()
-            elif isinstance(item, ModelUpdate) and not self._on_update(item):
-                next_reconcile = min(next_reconcile, time.monotonic() + self._backoff())
+            elif isinstance(item, ModelUpdate | StageChange):
+                # A new served model may be the candidate itself: the record is read either way.
+                handled = not isinstance(item, ModelUpdate) or self._on_update(item)
+                if not (handled and self._sync_candidate()):
+                    next_reconcile = min(next_reconcile, time.monotonic() + self._backoff())
             now = time.monotonic()
             if now >= next_reconcile:
-                healthy = self._reconcile()
+                healthy = self._reconcile() and self._sync_candidate()
                 next_reconcile = now + (self.reconcile_seconds if healthy else self._backoff())
 
     def _backoff(self) -> float:
@@ -227,7 +236,7 @@ class Reloader:
 
     def _on_message(self, received: Received) -> None:
         """Runs on the client's callback thread: parse and hand over (then acked)."""
-        update, reason = parse_or_reject(received, parse_model_update)
+        update, reason = parse_or_reject(received, parse_model_message)
         if update is None:
             metrics.MODEL_UPDATES.labels("rejected").inc()
             refused = "invalid_version" if reason == "invalid_version" else "invalid_message"
@@ -278,6 +287,15 @@ class Reloader:
                 self._failures += 1  # poll less often while the learner has not published
             return current is not None
         return self._follow(pointer, "startup" if current is None else "reconcile")
+
+    def _sync_candidate(self) -> bool:
+        """Run the candidate the signed rollout record names, if any; False if that failed
+        (the replica keeps what it runs and retries with backoff)."""
+        try:
+            self.candidates.sync()
+        except Exception as error:
+            return self._failed("rollout.json", error)
+        return True
 
     def _signed_pointer(self) -> Pointer | None:
         """current.json, verified by the registry, and not older than one already followed

@@ -9,6 +9,10 @@ each annotator's latest tags are compared pairwise:
 
 Corrections without an annotator (stored before annotator ids) are not
 compared: nobody can tell whether two of them came from two people.
+
+Titles are compared normalised (`normalize_title`, as the validated set
+does). The titles exactly one annotator corrected are kept in arrival order,
+so the queue can offer them to someone else first (`awaiting_second_opinion`).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
+from tagloop.domain.text import normalize_title
+
 
 class Agreement:
     """Latest tags per (title, annotator); summaries computed on demand (thread-safe)."""
@@ -26,17 +32,31 @@ class Agreement:
     def __init__(self) -> None:
         self._labels: dict[str, dict[str, frozenset[str]]] = {}
         self._shared: set[str] = set()  # titles with at least two annotators
+        self._single: dict[str, tuple[str, str]] = {}  # key -> (title, its one annotator)
         self._lock = threading.Lock()
 
     def add(self, title: str, tags: Iterable[str], annotator: str | None) -> None:
         if annotator is None:
             return
-        key = title.casefold()
+        key = normalize_title(title)
         with self._lock:
             by_annotator = self._labels.setdefault(key, {})
             by_annotator[annotator] = frozenset(tags)
             if len(by_annotator) >= 2:
                 self._shared.add(key)
+                self._single.pop(key, None)
+            else:
+                self._single.setdefault(key, (title, annotator))
+
+    def awaiting_second_opinion(self, annotator: str | None, limit: int) -> list[str]:
+        """Up to `limit` titles one other annotator corrected and nobody else yet, oldest first.
+
+        The title is given as its first annotator wrote it; `annotator`'s own
+        titles are left out (a second opinion must come from someone else).
+        """
+        with self._lock:
+            waiting = (title for title, by in self._single.values() if by != annotator)
+            return list(itertools.islice(waiting, limit))
 
     def summary(self, top: int = 50) -> dict[str, Any]:
         """Overall and per-tag agreement; per tag, the `top` tags compared most often."""

@@ -1,8 +1,9 @@
-"""Publishing model updates (contracts §3) with retries, latest version first.
+"""Publishing model updates and rollout stage changes (contracts §3) with retries.
 
-Replicas only care about the newest promoted model (and they re-read
-`models/current.json` on their own schedule), so while Pub/Sub is down a
-newer update replaces an older pending one instead of queueing behind it.
+Replicas only care about the newest promoted model and the newest stage
+(and they re-read `models/current.json` and `models/rollout.json` on their
+own schedule), so while Pub/Sub is down a newer message of a kind replaces
+an older pending one of that kind instead of queueing behind it.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from learning_service.metrics import LearnerMetrics
 from learning_service.retry import ADMIN_TIMEOUT, Blocked, Stopped, retry
 from tagloop.channels.bus import Bus
 from tagloop.channels.provisioning import Provisioner, guarded
-from tagloop.domain.messages import ModelUpdate
+from tagloop.domain.messages import ModelUpdate, StageChange
 
 log = logging.getLogger(__name__)
 
 PUBLISH_TIMEOUT = 10.0
+
+Announcement = ModelUpdate | StageChange
 
 
 class Broadcaster(threading.Thread):
@@ -39,18 +42,18 @@ class Broadcaster(threading.Thread):
         self.topic = topic
         self.stop = stop
         self.metrics = metrics
-        self._pending: ModelUpdate | None = None
+        self._pending: dict[str, Announcement] = {}  # by schema: the newest of each kind
         self._wake = threading.Condition()
 
     @property
     def pending(self) -> str | None:
         """The version waiting to be announced, if any."""
-        update = self._pending
+        update = self._pending.get(ModelUpdate.schema)
         return update.version if update else None
 
-    def announce(self, update: ModelUpdate) -> None:
+    def announce(self, update: Announcement) -> None:
         with self._wake:
-            self._pending = update
+            self._pending[update.schema] = update
             self._wake.notify()
 
     def wake(self) -> None:
@@ -58,7 +61,7 @@ class Broadcaster(threading.Thread):
         with self._wake:
             self._wake.notify()
 
-    def _publish(self, path: str, update: ModelUpdate) -> str:
+    def _publish(self, path: str, update: Announcement) -> str:
         return guarded(
             "publish", path, lambda: self.bus.publish(self.topic, update, PUBLISH_TIMEOUT)
         )
@@ -74,11 +77,14 @@ class Broadcaster(threading.Thread):
             )
             while True:
                 with self._wake:
-                    while self._pending is None and not self.stop.is_set():
+                    while not self._pending and not self.stop.is_set():
                         self._wake.wait()
-                    update = self._pending
-                if update is None:
-                    return
+                    if not self._pending:
+                        return
+                    # Model updates first: a stage change may refer to the new current model.
+                    update = min(
+                        self._pending.values(), key=lambda u: u.schema != ModelUpdate.schema
+                    )
                 retry(
                     "pubsub.publish_model_update",
                     partial(self._publish, path, update),
@@ -87,11 +93,14 @@ class Broadcaster(threading.Thread):
                     self.blocked,
                 )
                 log.info(
-                    "announced model version %s", update.version, extra={"version": update.version}
+                    "announced %s of model version %s",
+                    type(update).__name__,
+                    update.version,
+                    extra={"version": update.version},
                 )
                 with self._wake:
-                    if self._pending is update:
-                        self._pending = None
+                    if self._pending.get(update.schema) is update:
+                        del self._pending[update.schema]
         except Stopped:
-            if self._pending is not None:
-                log.warning("shutting down with model update %s unannounced", self._pending.version)
+            for pending in self._pending.values():
+                log.warning("shutting down with %s unannounced", pending)

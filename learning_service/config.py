@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from learning_service.gate import GateRules
+from learning_service.rollout_policy import RolloutSettings
 from tagloop.channels.bus import DEFAULT_REJECT_LOG_BACKUPS, DEFAULT_REJECT_LOG_MAX_BYTES
 from tagloop.domain.signing import SIGNING_KEY_VAR, KeySettings, Signer
 from tagloop.settings import (
@@ -53,6 +54,7 @@ class LearnerSettings:
     model_stale_alert_seconds: float = 3600.0
     # Copy feedback.csv to the bucket this often (0: never; the cloud sets it).
     backup_interval_seconds: float = 0.0
+    rollout: RolloutSettings = field(default_factory=RolloutSettings)
 
     def require_signer(self) -> Signer:
         signer = self.keys.signer()
@@ -128,4 +130,5 @@ class LearnerSettings:
                 env, "TAGLOOP_MODEL_STALE_ALERT_SECONDS", 3600.0, minimum=60.0
             ),
             backup_interval_seconds=env_float(env, "TAGLOOP_BACKUP_INTERVAL_SECONDS", 0.0),
+            rollout=RolloutSettings.from_env(env),
         )

@@ -51,7 +51,7 @@ class Ingestor(threading.Thread):
         metrics: LearnerMetrics,
         support: NewTagSupport,
         agreement: Agreement,
-        on_stored: Callable[[], None],
+        on_stored: Callable[[list[StoredFeedback]], None],
         stop: threading.Event,
         provisioner: Provisioner | None = None,
         blocked: Blocked | None = None,
@@ -140,5 +140,5 @@ class Ingestor(threading.Thread):
         except Exception as error:  # redelivered later and then dropped as duplicates
             log.warning("acking %d messages failed: %s", len(batch), error)
         if stored:
-            self.on_stored()
+            self.on_stored(stored)
         return stored

@@ -15,8 +15,11 @@ from learning_service.ingest import Ingestor
 from learning_service.metrics import LearnerMetrics
 from learning_service.refit import Refitter
 from learning_service.retry import Blocked
-from learning_service.store import FeedbackStore
+from learning_service.rollout import Rollout
+from learning_service.store import FeedbackStore, StoredFeedback
 from learning_service.training import Corpus, NewTagSupport
+from learning_service.validated import DIRECTORY as VALIDATED_DIRECTORY
+from learning_service.validated import ValidatedVersions
 from tagloop.channels.bus import Bus, RejectLog
 from tagloop.channels.provisioning import Provisioner
 from tagloop.channels.registry import Registry
@@ -71,11 +74,24 @@ class Learner:
             test,
             self.stop_event,
         )
+        self.rollout = Rollout(
+            settings.rollout,
+            registry,
+            self.broadcaster,
+            self.refitter.promote,
+            settings.data_dir / "rollout",
+            self.metrics.registry,
+            self.metrics.retries,
+            self.stop_event,
+        )
+        self.refitter.stage_candidate = self.rollout.begin
         # Read at scrape time, so they are never stale.
         self.metrics.corpus_rows.labels("feedback").set_function(lambda: len(self.store))
         self.metrics.samples_since_fit.set_function(self.refitter.samples_since_fit)
         self.agreement = Agreement()
         self.metrics.agreement.set_function(self.agreement.overall)
+        self.validated = ValidatedVersions(settings.data_dir / VALIDATED_DIRECTORY)
+        self.metrics.validated_size.set_function(self.validated.latest_size)
         self.ingestor = Ingestor(
             bus,
             settings.common.feedback_topic,
@@ -87,7 +103,7 @@ class Learner:
             self.metrics,
             self.support,
             self.agreement,
-            self.refitter.notify,
+            self._stored,
             self.stop_event,
             provisioner,
             self.blocked,
@@ -113,8 +129,13 @@ class Learner:
         )
         return cls(settings, Bus(settings.common.gcp_project), registry)
 
+    def _stored(self, rows: list[StoredFeedback]) -> None:
+        """New corrections: the refit schedule and the rollout's evidence both count them."""
+        self.refitter.notify()
+        self.rollout.observe(rows)
+
     def start(self) -> None:
-        for thread in (self.broadcaster, self.refitter, self.ingestor):
+        for thread in (self.broadcaster, self.refitter, self.ingestor, self.rollout):
             thread.start()
         if self.backup is not None:
             self.backup.start()
@@ -125,8 +146,9 @@ class Learner:
         self.stop_event.set()
         self.refitter.notify()
         self.broadcaster.wake()
+        self.rollout.wake()
         self.refitter.kill_worker()
-        for thread in (self.ingestor, self.refitter, self.broadcaster):
+        for thread in (self.ingestor, self.refitter, self.rollout, self.broadcaster):
             if thread.is_alive():
                 thread.join(timeout)
         if self.ingestor.is_alive():
@@ -172,6 +194,8 @@ class Learner:
             },
             "online_quality": self.metrics.online_quality(),
             "agreement": self.agreement.summary(),
+            "validated": self.validated.latest(),
             "pending_broadcast": self.broadcaster.pending,
+            "rollout": self.rollout.status()["rollout"],
             "ready": self.readiness(),
         }

@@ -136,6 +136,11 @@ class LearnerMetrics:
             "Mean pairwise Jaccard agreement of annotators on the titles two or more corrected.",
             registry=r,
         )
+        self.validated_size = Gauge(
+            "tagloop_validated_set_size",
+            "Titles in the latest validated test set: two annotators agree (docs/data.md).",
+            registry=r,
+        )
         self._online = OnlineQuality()
 
     def set_current_model(

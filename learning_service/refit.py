@@ -26,6 +26,7 @@ on; the data is durable, so nothing is lost.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -53,6 +54,7 @@ from learning_service.training import (
     training_corpus,
     worker_init,
 )
+from learning_service.validated import score_candidate, split_training
 from tagloop.channels.registry import (
     Registry,
     RegistryError,
@@ -136,6 +138,9 @@ class Refitter(threading.Thread):
         self._needs_bootstrap = False
         self._retrain_requested = False
         self._last_start: float | None = None
+        # Takes a candidate that passed the gate into a staged rollout (True) instead of
+        # making it current at once; the Learner plugs in Rollout.begin.
+        self.stage_candidate: Callable[[dict[str, Any]], bool] = lambda _metadata: False
 
     # --- called from other threads --------------------------------------------
 
@@ -155,13 +160,13 @@ class Refitter(threading.Thread):
         with self._wake:
             return len(self.store) - self.mark
 
-    def promote(self, version: str) -> dict[str, Any]:
+    def promote(self, version: str, label: str = "manual") -> dict[str, Any]:
         """Roll back or forward to a stored version: current.json, gauges, broadcast."""
         if not self._commit_lock.acquire(timeout=PROMOTE_LOCK_TIMEOUT):
             raise Busy("a candidate is being committed; try again")
         try:
             metadata = self.registry.promote(version)
-            self._became_current(metadata, "manual")
+            self._became_current(metadata, label)
         finally:
             self._commit_lock.release()
         with self._wake:
@@ -290,7 +295,10 @@ class Refitter(threading.Thread):
             self.settings.new_tag_min_support,
             self.settings.new_tag_min_annotators,
         )
-        train = data.train
+        train, validated = split_training(
+            data.train, self.store.rows(snapshot), self.settings.data_dir
+        )
+        data = dataclasses.replace(data, train=train)
         version = new_version()
         with self._wake:
             self.mark = snapshot
@@ -323,6 +331,9 @@ class Refitter(threading.Thread):
                         "new_tag_slice_rows": len(data.new_tag_slice),
                         "test_data_sha256": self.test_digest,
                     },
+                )
+                candidate["validated"] = self._in_worker(
+                    score_candidate, str(work), candidate["sha256"], validated
                 )
             except (Stopped, BrokenProcessPool):
                 raise
@@ -383,8 +394,9 @@ class Refitter(threading.Thread):
             metadata = {**candidate, "parent_version": current, "decision": decision}
             self._retry("registry.put_version", lambda: self._put_once(version, work, metadata))
             if verdict.promoted:
-                self._retry("registry.set_current", lambda: self.registry.set_current(version))
-                self._became_current(metadata, verdict.label)
+                if not self.stage_candidate(metadata):  # staged rollout (learning_service.rollout)
+                    self._retry("registry.set_current", lambda: self.registry.set_current(version))
+                    self._became_current(metadata, verdict.label)
             else:
                 self.metrics.rejections.labels(verdict.label).inc()
         log.info(

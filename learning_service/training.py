@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from learning_service.store import StoredFeedback
+from tagloop.domain.drift import TAG_COUNTS_KEY, tag_counts
 from tagloop.domain.text import normalize_title
 
 PARENT_CHECK_SECONDS = 0.5
@@ -205,6 +206,7 @@ def fit_candidate(
             "tags": tags,
             "new_tags": new_tags,
             "training_data_sha256": data.train.digest(),
+            TAG_COUNTS_KEY: tag_counts(data.train.tags),  # the prior of drift monitoring
         },
     )
 

@@ -170,6 +170,12 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.action == "show":
         print(json.dumps(client.show(args.version), indent=2))
         return 0
+    if args.action == "rollout":
+        print(json.dumps(client.rollout(), indent=2))
+        return 0
+    if args.action == "stage":
+        print(json.dumps(client.stage(args.version, args.stage, args.reason)))
+        return 0
     result = client.promote(args.version) if args.action == "promote" else client.rollback()
     print(json.dumps({"current_version": result["version"], "decision": result["decision"]}))
     return 0
@@ -179,8 +185,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from learning_service.export import export
 
     store = args.data_dir / "feedback.csv"
-    count = export(store, args.out)
-    print(f"exported {count} corrections from {store} to {args.out}")
+    count = export(store, args.out, validated_only=args.validated_only)
+    which = "validated-set corrections" if args.validated_only else "corrections"
+    print(f"exported {count} {which} from {store} to {args.out}")
     return 0
 
 
@@ -299,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     keygen.add_argument("private_key", type=Path, metavar="PRIVATE_KEY_FILE")
     models = sub.add_parser(
         "models",
-        help="list, show, promote or roll back model versions through the learner's API "
+        help="list, show, promote, stage or roll back model versions through the learner's API "
         "($TAGLOOP_LEARNER_URL, $TAGLOOP_ADMIN_TOKEN)",
     )
     actions = models.add_subparsers(dest="action", required=True)
@@ -308,8 +315,22 @@ def build_parser() -> argparse.ArgumentParser:
     actions.add_parser("show", help="one version's metadata").add_argument("version")
     actions.add_parser("promote", help="make a stored version current").add_argument("version")
     actions.add_parser("rollback", help="return to the promoted version before the current one")
-    export = sub.add_parser("export", help="write the learner's stored corrections to a CSV file")
-    export.add_argument("--out", required=True, type=Path, help="FILE.csv")
+    actions.add_parser("rollout", help="the candidate in rollout, its stage, evidence and history")
+    staging = actions.add_parser(
+        "stage", help="move a version to a rollout stage (shadow, canary, full, rolled_back)"
+    )
+    staging.add_argument("version")
+    staging.add_argument("stage", choices=("shadow", "canary", "full", "rolled_back"))
+    staging.add_argument("--reason", default="changed by an operator", help="recorded with it")
+    export = sub.add_parser(
+        "export", help="write the learner's stored corrections to a CSV or Parquet file"
+    )
+    export.add_argument("--out", required=True, type=Path, help="FILE.csv or FILE.parquet")
+    export.add_argument(
+        "--validated-only",
+        action="store_true",
+        help="only the corrections behind the validated test set (docs/data.md)",
+    )
     export.add_argument(
         "--data-dir",
         type=Path,

@@ -2,7 +2,7 @@
 
 Operators roll back from a terminal, so the logic lives here, testable
 against a real learner, and the CLI only formats. Reads are public; promote
-and rollback need the learner's admin token (`TAGLOOP_ADMIN_TOKEN`).
+rollback and stage changes need the learner's admin token (`TAGLOOP_ADMIN_TOKEN`).
 """
 
 from __future__ import annotations
@@ -18,11 +18,21 @@ from tagloop.errors import TagloopError
 from tagloop.settings import env_optional, env_str
 
 DEFAULT_LEARNER_URL = "http://127.0.0.1:8010"
+ACTIVE_STAGES = ("shadow", "canary")
+"""Rollout stages in which a candidate runs beside the served model (tagloop.domain.rollout)."""
 TIMEOUT = 10.0
 
 
 class LearnerApiError(TagloopError):
-    """The learner could not be reached or refused the request (its error is in the message)."""
+    """The learner could not be reached or refused the request (its error is in the message).
+
+    `status` is the learner's HTTP status (None: no answer), so a caller in front of
+    the learner (the UI's history page) can pass its verdict on.
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -57,29 +67,47 @@ class LearnerClient:
         return self._call("POST", f"/api/models/{check_version(version)}/promote")
 
     def rollback(self) -> dict[str, Any]:
-        """Return to the promoted version before the current one."""
+        """Undo the latest change: stop a rollout in progress (its candidate is rolled back,
+        the served version stays), else return to the promoted version before the current
+        one. Returns the metadata of the version served afterwards."""
+        record = self.rollout().get("rollout")
         current, versions = self.models()
+        if isinstance(record, dict) and record.get("stage") in ACTIVE_STAGES:
+            self.stage(str(record.get("version")), "rolled_back", "tagloop models rollback")
+            return next(m for m in versions if m.get("version") == current)
         return self.promote(previous_promoted(current, versions))
 
-    def _call(self, method: str, path: str) -> dict[str, Any]:
+    def rollout(self) -> dict[str, Any]:
+        """The candidate in rollout (or the last one), its stage's evidence and its history."""
+        return self._call("GET", "/api/rollout")
+
+    def stage(self, version: str, stage: str, reason: str) -> dict[str, Any]:
+        """Move `version` to a rollout stage; the learner records and broadcasts it."""
+        body = {"stage": stage, "reason": reason}
+        return self._call("POST", f"/api/models/{check_version(version)}/stage", body)
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         try:
-            response = requests.request(method, self.url + path, headers=headers, timeout=TIMEOUT)
+            response = requests.request(
+                method, self.url + path, headers=headers, json=body, timeout=TIMEOUT
+            )
         except requests.RequestException as error:
             raise LearnerApiError(f"learner at {self.url} unreachable: {error}") from None
         try:
-            body = response.json()
+            answer = response.json()
         except ValueError:
-            body = {}
+            answer = {}
         if not response.ok:
-            detail = body.get("error", {}) if isinstance(body, dict) else {}
+            detail = answer.get("error", {}) if isinstance(answer, dict) else {}
             message = detail.get("message") if isinstance(detail, dict) else None
             raise LearnerApiError(
-                f"{method} {path}: HTTP {response.status_code}: {message or response.reason}"
+                f"{method} {path}: HTTP {response.status_code}: {message or response.reason}",
+                response.status_code,
             )
-        if not isinstance(body, dict):
-            raise LearnerApiError(f"{method} {path}: the learner answered {body!r}")
-        return body
+        if not isinstance(answer, dict):
+            raise LearnerApiError(f"{method} {path}: the learner answered {answer!r}")
+        return answer
 
 
 def previous_promoted(current: str | None, versions: list[dict[str, Any]]) -> str:

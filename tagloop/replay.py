@@ -1,5 +1,7 @@
 """`tagloop replay FILE`: send exported corrections through the public API again (issue 18).
 
+FILE is a `tagloop export` file, CSV or Parquet (pyarrow imported only then).
+
 Each row is posted to `POST /api/feedback` with its own `feedback_id`, so a
 replay is idempotent: the learner stores each id once, however often the file
 is replayed. Rate limits (429) and outages (503) are waited out with the
@@ -31,18 +33,42 @@ class ReplayError(TagloopError):
     """The file cannot be read, or the API kept refusing to take a correction."""
 
 
-def corrections(path: Path) -> Iterator[dict[str, Any]]:
-    """The feedback bodies of an export file (`tagloop export`'s CSV)."""
+REPLAYED = ("feedback_id", "title", "tags", "predicted_tags", "model_version")
+
+
+def _csv_rows(path: Path) -> Iterator[dict[str, Any]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            yield {
+                **row,
+                "tags": json.loads(row["tags"]),
+                "predicted_tags": json.loads(row["predicted_tags"] or "[]"),
+            }
+
+
+def _parquet_rows(path: Path) -> Iterator[dict[str, Any]]:
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            for row in csv.DictReader(handle):
-                yield {
-                    "feedback_id": row["feedback_id"],
-                    "title": row["title"],
-                    "tags": json.loads(row["tags"]),
-                    "predicted_tags": json.loads(row["predicted_tags"] or "[]"),
-                    "model_version": row["model_version"] or None,
-                }
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ReplayError(
+            "replaying a parquet file needs pyarrow (pip install 'tagloop[dev]')"
+        ) from None
+    for batch in pq.ParquetFile(path).iter_batches(columns=list(REPLAYED)):
+        yield from batch.to_pylist()
+
+
+def corrections(path: Path) -> Iterator[dict[str, Any]]:
+    """The feedback bodies of an export file (`tagloop export`'s CSV or Parquet)."""
+    read = _parquet_rows if path.suffix.lower() == ".parquet" else _csv_rows
+    try:
+        for row in read(path):
+            yield {
+                "feedback_id": row["feedback_id"],
+                "title": row["title"],
+                "tags": row["tags"],
+                "predicted_tags": row["predicted_tags"] or [],
+                "model_version": row["model_version"] or None,
+            }
     except (OSError, KeyError, ValueError) as error:
         raise ReplayError(f"{path}: not a tagloop export ({error})") from None
 

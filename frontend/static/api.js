@@ -15,8 +15,8 @@ export class ApiError extends Error {
   }
 }
 
-async function request(method, path, body, signal) {
-  const init = { method, signal, headers: { Accept: "application/json" } };
+async function request(method, path, body, signal, headers = {}) {
+  const init = { method, signal, headers: { Accept: "application/json", ...headers } };
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
@@ -48,11 +48,21 @@ async function request(method, path, body, signal) {
 export const api = {
   config: () => request("GET", "/ui/config"),
   queue: (offset, limit) => request("GET", `/ui/queue?offset=${offset}&limit=${limit}`),
+  secondOpinions: () => request("GET", "/ui/queue/second-opinions"),
   predict: (title, signal) => request("POST", "/api/predict", { title }, signal),
   predictMany: (titles, signal) => request("POST", "/api/predict", { titles }, signal),
   feedback: (payload) => request("POST", "/api/feedback", payload),
   model: () => request("GET", "/api/model"),
   tags: () => request("GET", "/api/tags"),
+  models: () => request("GET", "/ui/models"),
+  promote: (version, token) =>
+    request("POST", `/ui/models/${encodeURIComponent(version)}/promote`, undefined, undefined, {
+      Authorization: `Bearer ${token}`,
+    }),
+  rollback: (token) =>
+    request("POST", "/ui/models/rollback", undefined, undefined, {
+      Authorization: `Bearer ${token}`,
+    }),
 };
 
 /** True when the failure means "no model loaded yet" rather than "service unreachable". */

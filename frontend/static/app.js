@@ -73,7 +73,7 @@ class App {
         },
       },
     );
-    this.queue = new Queue(api.queue, (items) => this.prefetch(items));
+    this.queue = new Queue(api.queue, (items) => this.prefetch(items), api.secondOpinions);
     this.predictions = new Map(); // title -> prediction, prefetched for the queue
     this.mode = "single";
     this.queueItem = null;
@@ -314,9 +314,11 @@ class App {
       ui.queuePosition.textContent = "The queue is empty: every title has been reviewed here.";
       return;
     }
+    const where = item.secondOpinion
+      ? "Second opinion: another annotator tagged this title"
+      : `Title ${(item.index + 1).toLocaleString("en")} of ${this.queue.total.toLocaleString("en")}`;
     ui.queuePosition.textContent =
-      `Title ${(item.index + 1).toLocaleString("en")} of ${this.queue.total.toLocaleString("en")}` +
-      ` · ${this.queue.submitted.size.toLocaleString("en")} submitted in this browser`;
+      `${where} · ${this.queue.submitted.size.toLocaleString("en")} submitted in this browser`;
     ui.title.value = item.title;
     const ready = this.predictions.get(item.title);
     if (ready) this.showPrediction(ready);

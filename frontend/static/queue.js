@@ -1,11 +1,15 @@
 // The review queue: unlabelled titles from the server, one after another.
 // Where the user is and which titles they submitted survive reloads.
+// Titles another annotator already corrected and nobody else has come first
+// (second opinions, so that agreement accrues); asked for again at most every
+// SECOND_OPINION_REFRESH_MS once the last list is used up.
 
 import { load, save } from "./storage.js";
 
 const CURSOR_KEY = "tagloop.queue.cursor";
 const SUBMITTED_KEY = "tagloop.queue.submitted";
 export const PAGE_SIZE = 20;
+export const SECOND_OPINION_REFRESH_MS = 30_000;
 
 export class Queue {
   /**
@@ -13,10 +17,17 @@ export class Queue {
    *          items: Array<{index: number, title: string}>}>} fetchPage
    * @param {(items: Array<{index: number, title: string}>) => Promise<void>} onPage
    *   runs on each newly loaded page's titles still to review (to predict them at once)
+   * @param {() => Promise<{items: string[]}>} fetchSecondOpinions
+   *   titles awaiting a second opinion from this annotator, oldest first
    */
-  constructor(fetchPage, onPage) {
+  constructor(fetchPage, onPage, fetchSecondOpinions) {
     this.fetchPage = fetchPage;
     this.onPage = onPage;
+    this.fetchSecondOpinions = fetchSecondOpinions;
+    this.secondOpinions = null; // Array<{index: null, title, secondOpinion: true}>
+    this.secondOpinionsAt = 0;
+    this.passed = new Set(); // second-opinion titles submitted or skipped in this page's life
+    this.head = null; // the item current() returned last
     const cursor = load(CURSOR_KEY, 0);
     const submitted = load(SUBMITTED_KEY, []);
     this.cursor = Number.isInteger(cursor) && cursor >= 0 ? cursor : 0;
@@ -25,8 +36,34 @@ export class Queue {
     this.total = null;
   }
 
-  /** The item at the cursor, skipping titles already submitted here; null at the end. */
+  /** A title awaiting a second opinion, else the item at the cursor; null at the end. */
   async current() {
+    this.head = (await this.secondOpinion()) ?? (await this.fromFile());
+    return this.head;
+  }
+
+  /** The first second-opinion title not yet passed here; the list is refreshed when used up. */
+  async secondOpinion() {
+    const done = (item) => this.submitted.has(item.title) || this.passed.has(item.title);
+    this.secondOpinions = (this.secondOpinions ?? []).filter((item) => !done(item));
+    if (!this.secondOpinions.length && Date.now() >= this.secondOpinionsAt) {
+      this.secondOpinionsAt = Date.now() + SECOND_OPINION_REFRESH_MS;
+      let titles = [];
+      try {
+        titles = (await this.fetchSecondOpinions()).items;
+      } catch {
+        titles = []; // only the order is lost: the file's titles still come
+      }
+      this.secondOpinions = titles
+        .map((title) => ({ index: null, title, secondOpinion: true }))
+        .filter((item) => !done(item));
+      if (this.secondOpinions.length) await this.onPage(this.secondOpinions);
+    }
+    return this.secondOpinions[0] ?? null;
+  }
+
+  /** The item at the cursor, skipping titles already submitted here; null at the end. */
+  async fromFile() {
     for (;;) {
       if (this.total !== null && this.cursor >= this.total) return null;
       if (!this.covers(this.cursor)) {
@@ -54,7 +91,12 @@ export class Queue {
     );
   }
 
+  /** Past the item current() returned: a second opinion is passed, the file cursor moves. */
   advance() {
+    if (this.head?.secondOpinion) {
+      this.passed.add(this.head.title);
+      return;
+    }
     this.cursor += 1;
     save(CURSOR_KEY, this.cursor);
   }

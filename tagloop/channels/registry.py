@@ -5,6 +5,8 @@ Layout in the bucket::
     models/<version>/model.npz        the artifact, opaque bytes to the registry
     models/<version>/metadata.json    written last: its presence marks a complete version
     models/current.json               {"version": ...}: the promoted model
+    models/rollout.json               the candidate in rollout and its stage (tagloop.domain.rollout)
+    models/<version>/rollout.json     {"version", "stages": [...]}: that version's stage history
 
 With a `Signer` (the learner's private key) every metadata.json and
 current.json is signed (tagloop.domain.signing); with `TrustedKeys` every
@@ -45,9 +47,11 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from tagloop.domain.messages import utc_now
+from tagloop.domain.rollout import InvalidRecord, RolloutRecord
 from tagloop.domain.signing import (
     METADATA_PURPOSE,
     POINTER_PURPOSE,
+    ROLLOUT_PURPOSE,
     SignatureError,
     Signer,
     TrustedKeys,
@@ -62,6 +66,8 @@ ARTIFACT_NAME = "model.npz"
 METADATA_NAME = "metadata.json"
 PREFIX = "models/"
 CURRENT_KEY = f"{PREFIX}current.json"
+ROLLOUT_KEY = f"{PREFIX}rollout.json"
+ROLLOUT_NAME = "rollout.json"
 MANUAL_PROMOTION = "manual promotion"
 
 _MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
@@ -535,6 +541,68 @@ class Registry:
             key = self.metadata_key(version)
             self._put_json(key, _encode(metadata), f"update {key}")
         self.set_current(version)
+        return metadata
+
+    # --- rollout records (tagloop.domain.rollout) -----------------------------
+
+    def rollout_record(self) -> RolloutRecord | None:
+        """models/rollout.json (verified when this registry has trusted keys), or None before
+        the first staged rollout."""
+        try:
+            document = self._get_json(ROLLOUT_KEY, f"read {ROLLOUT_KEY}", _Absent)
+        except _Absent:
+            return None
+        where = f"s3://{self.bucket}/{ROLLOUT_KEY}"
+        self._verify(ROLLOUT_PURPOSE, document, where)
+        try:
+            return RolloutRecord.from_dict(document)
+        except InvalidRecord as error:
+            raise CorruptObject(f"{where}: {error}") from None
+
+    def rollout_history(self, version: str) -> list[dict[str, Any]]:
+        """The stage changes recorded for `version`, oldest first ([] if it never had any)."""
+        key = f"{PREFIX}{check_version(version)}/{ROLLOUT_NAME}"
+        try:
+            document = self._get_json(key, f"read {key}", _Absent)
+        except _Absent:
+            return []
+        self._verify(ROLLOUT_PURPOSE, document, f"s3://{self.bucket}/{key}")
+        if not isinstance(document, dict) or document.get("version") != version:
+            raise CorruptObject(f"s3://{self.bucket}/{key}: not {version}'s stage history")
+        stages = document.get("stages")
+        if not isinstance(stages, list):
+            raise CorruptObject(f"s3://{self.bucket}/{key}: not {version}'s stage history")
+        return stages
+
+    def record_stage(self, record: RolloutRecord) -> None:
+        """Append a stage change to the version's history, then point models/rollout.json at
+        it: both signed, the pointer last, so what replicas follow is always in the history."""
+        key = f"{PREFIX}{check_version(record.version)}/{ROLLOUT_NAME}"
+        try:
+            earlier = self.rollout_history(record.version)
+        except (Untrusted, CorruptObject) as error:  # not the learner's: a signed one replaces it
+            log.warning("replacing %s: %s", key, error)
+            earlier = []
+        stages = [*earlier, record.to_dict()]
+        history = {"version": record.version, "stages": stages}
+        self._put_json(key, _encode(self._signed(ROLLOUT_PURPOSE, history)), f"write {key}")
+        document = self._signed(ROLLOUT_PURPOSE, record.to_dict())
+        self._put_json(ROLLOUT_KEY, _encode(document), f"write {ROLLOUT_KEY}")
+        log.info(
+            "model version %s is now in stage %s: %s",
+            record.version,
+            record.stage,
+            record.reason,
+            extra={"version": record.version, "stage": str(record.stage)},
+        )
+
+    def set_decision(self, version: str, decision: Mapping[str, Any]) -> dict[str, Any]:
+        """Replace a version's recorded decision (re-signed): a candidate rolled back on live
+        evidence is no longer a promoted version, so `rollback` never returns to it."""
+        metadata = {**self.get_metadata(version), "decision": _check_decision(dict(decision))}
+        metadata = self._signed(METADATA_PURPOSE, metadata)
+        key = self.metadata_key(version)
+        self._put_json(key, _encode(metadata), f"update {key}")
         return metadata
 
     # --- helpers -------------------------------------------------------------

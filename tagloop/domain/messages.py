@@ -27,6 +27,7 @@ from tagloop.domain.versions import InvalidVersion, check_version
 
 FEEDBACK_SCHEMA = "tagloop.feedback.v1"
 MODEL_UPDATE_SCHEMA = "tagloop.domain.model-update.v1"
+STAGE_CHANGE_SCHEMA = "tagloop.domain.stage-change.v1"
 
 MAX_TITLE_LENGTH = 300
 MAX_TAGS = 10
@@ -245,6 +246,36 @@ class ModelUpdate:
         return json.dumps(asdict(self)).encode(), {"schema": MODEL_UPDATE_SCHEMA}
 
 
+@dataclass(frozen=True)
+class StageChange:
+    """The broadcast that a candidate's rollout stage changed (a hint: replicas then read
+    the signed models/rollout.json, which is what they follow)."""
+
+    version: str
+    stage: str
+    issued_at: str
+
+    schema = STAGE_CHANGE_SCHEMA
+
+    @classmethod
+    def from_dict(cls, payload: dict[str, Any]) -> StageChange:
+        try:
+            version = check_version(payload.get("version"))
+        except InvalidVersion as error:
+            raise InvalidMessage("invalid_version", str(error)) from None
+        stage = payload.get("stage")
+        if not isinstance(stage, str) or stage not in STAGES:
+            raise InvalidMessage("bad_stage", f"stage must be one of {', '.join(STAGES)}")
+        return cls(version, stage, _check_timestamp(payload.get("issued_at"), "issued_at"))
+
+    def to_message(self) -> tuple[bytes, dict[str, str]]:
+        return json.dumps(asdict(self)).encode(), {"schema": STAGE_CHANGE_SCHEMA}
+
+
+STAGES = ("shadow", "canary", "full", "rolled_back")
+"""tagloop.domain.rollout.Stage's values (that module builds on this one)."""
+
+
 def parse_feedback(data: bytes, attributes: dict[str, str] | None) -> Feedback:
     _check_schema(attributes, FEEDBACK_SCHEMA)
     return Feedback.from_dict(_load_json(data))
@@ -253,3 +284,12 @@ def parse_feedback(data: bytes, attributes: dict[str, str] | None) -> Feedback:
 def parse_model_update(data: bytes, attributes: dict[str, str] | None) -> ModelUpdate:
     _check_schema(attributes, MODEL_UPDATE_SCHEMA)
     return ModelUpdate.from_dict(_load_json(data))
+
+
+def parse_model_message(
+    data: bytes, attributes: dict[str, str] | None
+) -> ModelUpdate | StageChange:
+    """Either message of the model topic, told apart by the schema attribute."""
+    if (attributes or {}).get("schema") == STAGE_CHANGE_SCHEMA:
+        return StageChange.from_dict(_load_json(data))
+    return parse_model_update(data, attributes)

@@ -7,7 +7,9 @@ where a model came from. The learner signs; everyone else verifies:
 - a version's `metadata.json` carries a signature over its canonical JSON
   (every field but the signature: version, the artifact's sha256, metrics,
   decision, ...), so the artifact is authenticated through its signed digest;
-- `models/current.json` carries a signature over {version, sha256, issued_at}.
+- `models/current.json` carries a signature over {version, sha256, issued_at};
+- `models/rollout.json` (a candidate's rollout stage) and each version's
+  `rollout.json` (its stage history) are signed the same way.
 
 What is signed is `purpose + "\\n" + canonical JSON`: the purpose keeps a
 metadata signature from being replayed as a pointer and the other way round.
@@ -46,6 +48,7 @@ ALGORITHM = "ed25519"
 SIGNATURE_FIELD = "signature"
 METADATA_PURPOSE = "tagloop.model-metadata.v1"
 POINTER_PURPOSE = "tagloop.current-pointer.v1"
+ROLLOUT_PURPOSE = "tagloop.rollout-record.v1"
 SIGNING_KEY_VAR = "TAGLOOP_MODEL_SIGNING_KEY_FILE"
 PUBLIC_KEYS_VAR = "TAGLOOP_MODEL_PUBLIC_KEYS"
 PUBLIC_KEYS_FILE_VAR = "TAGLOOP_MODEL_PUBLIC_KEYS_FILE"

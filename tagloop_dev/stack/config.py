@@ -168,6 +168,7 @@ class Stack:
             "AWS_DEFAULT_REGION": "us-east-1",
             "TAGLOOP_CORS_ORIGIN": self.ui_url,
             "TAGLOOP_UI_UPSTREAMS": ",".join(self.url(port) for port in self.ports.inference),
+            "TAGLOOP_UI_LEARNER_URL": self.url(self.ports.learning),
             # The stack's own model-signing key pair, never keys from the caller's environment.
             "TAGLOOP_MODEL_SIGNING_KEY_FILE": "",
             "TAGLOOP_MODEL_PUBLIC_KEYS": "",

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from google.cloud import pubsub_v1
 
 from tests.fixtures.observability import referenced_metrics
@@ -117,6 +118,13 @@ def test_services_expose_every_metric_the_dashboard_and_alerts_query(
         timeout=30,
         what="the learner to count the rejected message",
     )
+
+    # The drift series of a replica exist from its first prediction (labelled by the model's tags).
+    for url in stack.replica_urls:
+        answer = requests.post(
+            f"{url}/api/predict", json={"title": "Sort a list in Python"}, timeout=10
+        )
+        assert answer.status_code == 200, answer.text
 
     exposed: set[str] = set()
     for url in [stack.learner_url, *stack.replica_urls, stack.ui_url]:

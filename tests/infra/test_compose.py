@@ -153,6 +153,8 @@ def test_ports_agree_between_services_healthchecks_ui_and_prometheus(
         name for name, component, _ in tagloop_services(compose) if component == "inference"
     }
     assert {f"http://{name}:{ports[name]}" for name in inference} == set(upstreams)
+    learner = environment(compose["services"]["ui"])["TAGLOOP_UI_LEARNER_URL"]
+    assert learner == f"http://learning:{ports['learning']}"
     prometheus = yaml.safe_load((COMPOSE / "prometheus.yml").read_text())
     targets = {
         t

@@ -224,18 +224,20 @@ def test_component_settings_and_wiring(rendered: Rendered) -> None:
     )
 
 
-def test_network_policies_let_only_the_ui_reach_inference(rendered: Rendered) -> None:
+def test_network_policies_let_only_the_ui_and_monitoring_reach_inference_and_learner(
+    rendered: Rendered,
+) -> None:
+    """Inference serves the UI; the learner serves the UI's history page (its admin
+    actions carry the learner's token); both are scraped from the monitoring namespaces."""
     policies = by_kind(rendered["test"], "NetworkPolicy")
-    sources = policies["tagloop-inference"]["spec"]["ingress"]
-    pod_sources = [
-        p["podSelector"]["matchLabels"]
-        for rule in sources
-        for p in rule["from"]
-        if "podSelector" in p
-    ]
-    assert [s["app.kubernetes.io/component"] for s in pod_sources] == ["ui"]
-    learner_sources = policies["tagloop-learning"]["spec"]["ingress"]
-    assert all("namespaceSelector" in p for rule in learner_sources for p in rule["from"])
+    for component in ("inference", "learning"):
+        sources = [
+            p for rule in policies[f"tagloop-{component}"]["spec"]["ingress"] for p in rule["from"]
+        ]
+        pods = [p["podSelector"]["matchLabels"] for p in sources if "podSelector" in p]
+        assert [s["app.kubernetes.io/component"] for s in pods] == ["ui"], component
+        others = [p for p in sources if "podSelector" not in p]
+        assert others and all("namespaceSelector" in p for p in others), component
 
 
 def test_prometheus_operator_flavour_renders_valid_objects() -> None:

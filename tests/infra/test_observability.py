@@ -71,6 +71,8 @@ def test_the_required_alerts_exist_and_each_is_proven_to_fire() -> None:
         "TagloopLearnerDown",
         "TagloopLearnerNotReady",
         "TagloopFeedbackBacklogOld",
+        "TagloopTitleVocabularyDrift",
+        "TagloopPredictedTagMixDrift",
     }
     firing = {
         case["alertname"]
@@ -95,7 +97,7 @@ def test_dashboard_queries_are_valid_promql(promtool: str, tmp_path: Path) -> No
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_dashboard_shows_quality_feedback_fits_requests_and_versions() -> None:
+def test_dashboard_shows_quality_feedback_fits_requests_versions_and_drift() -> None:
     assert referenced_metrics() >= {
         "tagloop_model_f1_macro",
         "tagloop_feedback_received_total",
@@ -104,6 +106,10 @@ def test_dashboard_shows_quality_feedback_fits_requests_and_versions() -> None:
         "tagloop_http_requests_total",
         "tagloop_http_request_duration_seconds_bucket",
         "tagloop_inference_model_info",
+        "tagloop_inference_drift_unknown_words_total",
+        "tagloop_inference_drift_words_total",
+        "tagloop_inference_predicted_tags_total",
+        "tagloop_inference_training_tag_share",
     }
     assert all(name.startswith("tagloop_") for name in referenced_metrics())
 

@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 
 from learning_service.store import HEADER, StoredFeedback
 from tagloop.domain.messages import Feedback
+from tagloop.replay import REPLAYED, corrections
 from tagloop.web.annotators import address_annotator
 from tagloop_dev.launchers import LearnerProcess
 from tagloop_dev.s3server import S3Server
@@ -262,8 +263,9 @@ def test_an_unreadable_row_is_quarantined_and_the_learner_starts(
         assert len(list(csv.DictReader(handle))) == 2
 
 
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
 def test_export_then_replay_into_an_empty_store_reproduces_the_corrections_once(
-    contract_stack: ContractStack, tmp_path: Path
+    contract_stack: ContractStack, tmp_path: Path, suffix: str
 ) -> None:
     """Issue 18: `tagloop export`, then `tagloop replay` (twice) into a learner with no rows."""
     replica = contract_stack.replica
@@ -271,7 +273,7 @@ def test_export_then_replay_into_an_empty_store_reproduces_the_corrections_once(
         body = {"title": f"Exported title {i}", "tags": ["python"], "model_version": "v1"}
         assert replica.post("/api/feedback", json=body).status_code == 202
     wait_until(lambda: feedback_rows(contract_stack.learner) == 5, what="five stored")
-    first = tmp_path / "first.csv"
+    first = tmp_path / f"first.{suffix}"
     tagloop = [sys.executable, "-m", "tagloop.cli"]
     data_dir = str(contract_stack.stack.data_dir)
     run = functools.partial(subprocess.run, check=True, capture_output=True, text=True)
@@ -288,8 +290,8 @@ def test_export_then_replay_into_an_empty_store_reproduces_the_corrections_once(
     run([*tagloop, "export", "--data-dir", data_dir, "--out", str(second)])
 
     def essence(path: Path) -> list[tuple[str, ...]]:
-        rows = stored_rows(path).values()
-        return sorted((r.feedback_id, r.title, str(r.tags), str(r.model_version)) for r in rows)
+        bodies = corrections(path)
+        return sorted(tuple(str(body[key]) for key in REPLAYED) for body in bodies)
 
     assert essence(second) == essence(first)
     assert len(essence(first)) == 5

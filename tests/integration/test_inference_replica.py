@@ -317,7 +317,10 @@ def test_metrics_cover_predictions_and_requests(main):
     version = replica.served_version()
     assert version is not None
     replica.post("/api/predict", json={"titles": ["a b c", "python pandas dataframe"]})
-    assert replica.metric("tagloop_inference_predictions_total", model_version=version) >= 2
+    predictions = replica.metric(
+        "tagloop_inference_predictions_total", model_version=version, stage="full"
+    )
+    assert predictions >= 2
     assert replica.metric("tagloop_inference_tags_per_prediction_count") >= 2
     assert (
         replica.metric(

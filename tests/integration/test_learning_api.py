@@ -13,8 +13,10 @@ from werkzeug.test import TestResponse
 from learning_service.app import create_app
 from learning_service.config import LearnerSettings
 from learning_service.learner import Learner
+from learning_service.store import FeedbackStore, StoredFeedback
 from tagloop.channels.bus import Bus
 from tagloop.channels.registry import Registry
+from tagloop.domain.messages import Feedback, utc_now
 from tests.fixtures.learning import ADMIN_TOKEN, LearningCorpus
 from tests.fixtures.pubsub import free_port
 
@@ -149,3 +151,34 @@ def test_routing_errors_are_json(make_client: MakeClient):
     assert json_of(client.get("/nope"))["error"]["code"] == "not_found"
     wrong_method = client.get("/api/retrain")
     assert wrong_method.status_code == 405 and json_of(wrong_method)["error"]["code"]
+
+
+def test_second_opinions_list_titles_one_other_annotator_corrected(
+    make_client: MakeClient, tmp_path: Path
+):
+    store = FeedbackStore(tmp_path / "learner-0" / "feedback.csv")  # read back at start-up
+    store.append(
+        [
+            StoredFeedback.from_feedback(
+                Feedback.from_dict({"title": title, "tags": ["python"], "annotator": who}),
+                utc_now(),
+            )
+            for title, who in [("Only a", "anon:a"), ("Both", "anon:a"), ("Both", "anon:b")]
+        ]
+    )
+    store.close()
+    client = make_client()
+    assert json_of(client.get("/api/second-opinions?annotator=anon:b")) == {"items": ["Only a"]}
+    assert json_of(client.get("/api/second-opinions?annotator=anon:a")) == {"items": []}
+    assert json_of(client.get("/api/second-opinions?limit=1")) == {"items": ["Only a"]}
+    for path in (
+        "/api/second-opinions?limit=0",
+        "/api/second-opinions?limit=101",
+        "/api/second-opinions?limit=%C2%B2",
+        "/api/second-opinions?limit=" + "9" * 5000,
+        "/api/second-opinions?annotator=a%20b",
+        "/api/second-opinions?annotator=" + "a" * 129,
+    ):
+        answer = client.get(path)
+        assert answer.status_code == 400, path
+        assert json_of(answer)["error"]["code"] == "invalid_query"

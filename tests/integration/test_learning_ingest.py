@@ -44,7 +44,7 @@ def ingestor(subscribed: Bus, tmp_path: Path) -> Iterator[Ingestor]:
         LearnerMetrics(),
         NewTagSupport({"python", "java"}, min_support=3),
         Agreement(),
-        on_stored=lambda: None,
+        on_stored=lambda _rows: None,
         stop=threading.Event(),
     )
     yield ingestor
@@ -142,7 +142,7 @@ def test_with_pubsub_unreachable_the_loop_backs_off_reports_it_and_stops_promptl
         LearnerMetrics(),
         NewTagSupport(set(), min_support=3),
         Agreement(),
-        on_stored=lambda: None,
+        on_stored=lambda _rows: None,
         stop=stop,
     )
     ingestor.start()

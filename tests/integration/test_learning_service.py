@@ -28,6 +28,7 @@ METADATA_KEYS = {
     "decision",
     "library_versions",
     "training_data_sha256",
+    "training_tag_counts",  # the prior of the replicas' drift metrics
 }
 
 

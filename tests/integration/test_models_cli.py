@@ -3,31 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 from tagloop.channels.registry import new_version
 from tagloop_dev.s3server import S3Server
 from tests.fixtures.keys import model_signer
-from tests.fixtures.learning import ADMIN_TOKEN, LearnerStack
-
-
-def tagloop_models(
-    learner_url: str, *args: str, token: str | None = ADMIN_TOKEN
-) -> subprocess.CompletedProcess[str]:
-    """Run `tagloop models ARGS` as an operator would; returns the completed process."""
-    env = {"PATH": str(Path(sys.executable).parent), "TAGLOOP_LEARNER_URL": learner_url}
-    if token is not None:
-        env["TAGLOOP_ADMIN_TOKEN"] = token
-    return subprocess.run(
-        [sys.executable, "-m", "tagloop.cli", "models", *args],
-        capture_output=True,
-        check=False,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+from tests.fixtures.learning import LearnerStack, tagloop_models
 
 
 def test_list_promote_rollback_through_the_learner(

@@ -290,3 +290,20 @@ def test_agreement_compares_distinct_annotators_on_the_same_title():
     agreement.add("Sort a list", ["python", "sorting"], "anon:b")
     assert agreement.summary()["pairs"] == 2
     assert agreement.overall() == (0.5 + 0.5) / 2
+
+
+def test_titles_awaiting_a_second_opinion_are_offered_to_others_oldest_first():
+    agreement = Agreement()
+    agreement.add("First  title", ["python"], "anon:a")
+    agreement.add("Second title", ["java"], "anon:b")
+    agreement.add("Third title", ["go"], "anon:a")
+    agreement.add("Anonymous title", ["go"], None)
+    assert agreement.awaiting_second_opinion("anon:c", 10) == [
+        "First  title",
+        "Second title",
+        "Third title",
+    ]
+    assert agreement.awaiting_second_opinion("anon:a", 10) == ["Second title"]
+    assert agreement.awaiting_second_opinion(None, 2) == ["First  title", "Second title"]
+    agreement.add("first title", ["python"], "anon:b")  # the second opinion arrived
+    assert agreement.awaiting_second_opinion("anon:c", 10) == ["Second title", "Third title"]

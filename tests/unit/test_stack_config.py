@@ -51,6 +51,7 @@ def test_supervisord_reads_the_generated_configuration(tmp_path: Path) -> None:
     assert configs["ui"].environment["TAGLOOP_UI_UPSTREAMS"] == (
         "http://127.0.0.1:21001,http://127.0.0.1:21002"
     )
+    assert configs["ui"].environment["TAGLOOP_UI_LEARNER_URL"] == "http://127.0.0.1:21010"
     assert configs["learning"].environment["TAGLOOP_DATA_DIR"] == str(stack.var_dir / "learner")
     assert configs["inference-1"].environment["PUBSUB_EMULATOR_HOST"] == "127.0.0.1:21085"
     caches = {configs[f"inference-{n}"].environment["TAGLOOP_MODEL_CACHE_DIR"] for n in (1, 2)}

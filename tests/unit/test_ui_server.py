@@ -25,7 +25,7 @@ from frontend.settings import UISettings
 from frontend.tag_rules import tag_rules
 from tagloop.domain.tags import ALIASES, MAX_TAG_LENGTH
 from tagloop.settings import ConfigError
-from tagloop.web.annotators import AnnotatorCookies, address_annotator
+from tagloop.web.annotators import COOKIE_NAME, AnnotatorCookies, address_annotator
 from tagloop.web.forwarding import ProxyChain, parse_networks
 from tests.fixtures.pubsub import free_port
 
@@ -95,6 +95,7 @@ def test_upstreams_are_normalised() -> None:
         ("TAGLOOP_UI_UPSTREAMS", "http://host:99999"),
         ("TAGLOOP_UI_UPSTREAMS", "http://host/?x=1"),
         ("TAGLOOP_UI_UPSTREAMS", " , "),
+        ("TAGLOOP_UI_LEARNER_URL", "learner:8010"),
         ("TAGLOOP_UI_UPSTREAM_TIMEOUT_SECONDS", "0"),
         ("TAGLOOP_UI_MODEL_POLL_SECONDS", "soon"),
         ("TAGLOOP_PROXY_HOPS", "-1"),
@@ -144,12 +145,16 @@ class _Inline(HTMLParser):
         self.references += [attributes[a] or "" for a in ("src", "href") if a in attributes]
 
 
-def test_page_has_no_inline_code_and_only_local_references() -> None:
+PAGES = ("/", "/history")
+
+
+@pytest.mark.parametrize("page", ["index.html", "history.html"])
+def test_page_has_no_inline_code_and_only_local_references(page: str) -> None:
     parser = _Inline()
-    parser.feed((STATIC_DIR / "index.html").read_text())
+    parser.feed((STATIC_DIR / page).read_text())
     assert parser.problems == []
     for reference in parser.references:
-        assert reference.startswith(("/static/", "#")), reference
+        assert reference.startswith(("/static/", "#")) or reference in PAGES, reference
         if reference.startswith("/static/"):
             assert (STATIC_DIR / reference.removeprefix("/static/")).is_file(), reference
     for path in STATIC_DIR.iterdir():
@@ -168,6 +173,41 @@ def test_queue_pages_through_the_titles(upstreams: list[str]) -> None:
     last = client.get("/ui/queue?offset=40&limit=20").get_json()
     assert [item["index"] for item in last["items"]] == [40, 41, 42, 43, 44]
     assert client.get("/ui/queue?offset=45").get_json()["items"] == []
+
+
+def test_second_opinions_come_from_the_learner_for_this_browsers_annotator(
+    upstreams: list[str],
+) -> None:
+    settings = settings_for(upstreams, learner_url=upstreams[0])
+    client = create_app(settings, TITLES).test_client()
+    client.get("/")  # the browser gets its anonymous annotator cookie
+    cookie = client.get_cookie(COOKIE_NAME)
+    assert cookie is not None
+    annotator = AnnotatorCookies(settings.annotator_secret).verify(cookie.value)
+    assert annotator is not None
+    # ?annotator= is not passed on: a browser cannot ask on someone else's behalf.
+    answer = client.get("/ui/queue/second-opinions?limit=1&annotator=anon:other")
+    assert answer.status_code == 200
+    assert answer.get_json() == {"items": [f"for {annotator}"]}
+
+
+@pytest.mark.parametrize(
+    "learner",
+    [
+        None,  # not configured: the file order
+        "dead",  # nobody listens
+        "hang_up",  # the connection drops
+        "bad_answer",  # the stub's second item is not a title
+    ],
+)
+def test_no_second_opinions_when_the_learner_cannot_say(
+    upstreams: list[str], hang_up: str, learner: str | None
+) -> None:
+    url = {"dead": dead_upstream(), "hang_up": hang_up, "bad_answer": upstreams[0]}
+    client = client_for(upstreams, learner_url=url.get(learner or ""))
+    answer = client.get("/ui/queue/second-opinions?limit=2")
+    assert answer.status_code == 200
+    assert answer.get_json() == {"items": []}
 
 
 @pytest.mark.parametrize("query", ["offset=-1", "offset=x", "limit=0", "limit=101", "limit=1e3"])
