@@ -169,7 +169,7 @@ def test_a_poisoned_candidate_is_rejected_and_nothing_changes_for_replicas(
     assert stored["decision"]["compared_with"] == bootstrap
     # Each rule's verdict is recorded in the registry and shown in /api/status.
     verdicts = {v["rule"]: v["passed"] for v in stored["decision"]["rules"]}
-    assert verdicts.keys() == {"f1_macro_budget", "tag_floor", "new_tag_floor"}
+    assert verdicts.keys() == {"f1_macro_budget", "tag_floor", "new_tag_floor", "validated_budget"}
     assert verdicts["f1_macro_budget"] is False
     assert candidate["rules"] == stored["decision"]["rules"]
     assert stored["trigger"] == "retrain" and stored["parent_version"] == bootstrap
