@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from learning_service.gate import GateRules
 from learning_service.rollout_policy import RolloutSettings
 from tagloop.channels.bus import DEFAULT_REJECT_LOG_BACKUPS, DEFAULT_REJECT_LOG_MAX_BYTES
 from tagloop.domain.signing import SIGNING_KEY_VAR, KeySettings, Signer
@@ -37,6 +38,10 @@ class LearnerSettings:
     new_tag_min_support: int
     new_tag_min_annotators: int
     promotion_tolerance: float
+    """The gate's total budget: how far below the best promoted model's F1 macro a candidate
+    may lie (`learning_service.gate`)."""
+    promotion_tag_floor: float
+    promotion_tag_min_support: int
     admin_token: str | None
     reject_log_max_bytes: int
     reject_log_backups: int
@@ -60,6 +65,14 @@ class LearnerSettings:
                 "`tagloop keygen <path>` (the local stack makes one in its var directory)"
             )
         return signer
+
+    @property
+    def gate_rules(self) -> GateRules:
+        return GateRules(
+            budget=self.promotion_tolerance,
+            tag_floor=self.promotion_tag_floor,
+            tag_min_support=self.promotion_tag_min_support,
+        )
 
     @property
     def feedback_csv(self) -> Path:
@@ -91,6 +104,12 @@ class LearnerSettings:
             ),
             promotion_tolerance=env_float(
                 env, "TAGLOOP_PROMOTION_TOLERANCE", 0.01, minimum=0.0, maximum=1.0
+            ),
+            promotion_tag_floor=env_float(
+                env, "TAGLOOP_PROMOTION_TAG_FLOOR", 0.15, minimum=0.0, maximum=1.0
+            ),
+            promotion_tag_min_support=env_int(
+                env, "TAGLOOP_PROMOTION_TAG_MIN_SUPPORT", 30, minimum=1
             ),
             admin_token=token,
             reject_log_max_bytes=env_int(

@@ -9,20 +9,24 @@ samples up to it; samples beyond, or arriving during a fit, count toward the
 next one, which trains on everything stored when it starts (so a flood is
 absorbed in a few large fits rather than lagging behind in small ones).
 
-The candidate is scored on the fixed test set and promoted only if its F1
-macro is not worse than the current model's by more than the tolerance.
-Every candidate is stored in the registry with its decision; a promoted one
-also moves `current.json` and is broadcast. The registry signs both with the
-learner's key and verifies what it reads, so the model the gate compares
-with is always one the learner signed: an unsigned or forged `current.json`
-(or metadata) is refused and counted, and the gate falls back to the
-learner's own current model, so a forgery can neither raise the bar nor stop
-learning. Registry calls are retried with
-backoff while ingestion goes on; the data is durable, so nothing is lost.
+The candidate is scored on the fixed test set and gated (`learning_service.gate`)
+against the best model ever promoted on that test set: a fixed total budget
+on F1 macro, a floor per well-supported test tag and per new tag. Every
+candidate is stored in the registry with its decision and each rule's
+verdict; a promoted one also moves `current.json` and is broadcast. The
+registry signs both with the learner's key and verifies what it reads, so the
+model the gate compares with is always one the learner signed: the best is
+chosen among signed metadata only, and when there is none on this test set
+the baseline is current.json's version if pointer and metadata verify, else
+the learner's own current model; an unsigned or forged `current.json` (or
+metadata) is refused and counted, so a forgery can neither raise the bar nor
+stop learning. Registry calls are retried with backoff while ingestion goes
+on; the data is durable, so nothing is lost.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -39,6 +43,7 @@ from typing import Any, TypeVar
 
 from learning_service.broadcast import Broadcaster
 from learning_service.config import LearnerSettings
+from learning_service.gate import best_promoted, gate
 from learning_service.metrics import LearnerMetrics
 from learning_service.retry import Stopped, retry
 from learning_service.store import FeedbackStore
@@ -68,22 +73,6 @@ PROMOTE_LOCK_TIMEOUT = 10.0
 
 class Busy(RuntimeError):
     """A candidate is being committed right now; try again shortly."""
-
-
-def gate(
-    candidate: Mapping[str, Any], current: Mapping[str, Any] | None, tolerance: float
-) -> tuple[dict[str, Any], str]:
-    """The promotion decision for a candidate's test metrics, and a short label for metrics."""
-    if current is None:
-        return {"promoted": True, "reason": "bootstrap: no current model to compare with"}, (
-            "bootstrap"
-        )
-    new, old = float(candidate["f1_macro"]), float(current["f1_macro"])
-    if new >= old - tolerance:
-        reason = f"f1_macro {new:.4f} vs current {old:.4f}: within tolerance {tolerance}"
-        return {"promoted": True, "reason": reason}, "gate_passed"
-    reason = f"f1_macro {new:.4f} is below the current {old:.4f} by more than {tolerance}"
-    return {"promoted": False, "reason": reason}, "f1_macro_regression"
 
 
 def fit_snapshot(
@@ -131,6 +120,7 @@ class Refitter(threading.Thread):
         self.bootstrap = bootstrap
         self.test = test
         self.test_digest = test.digest()
+        self.bootstrap_tags = bootstrap.vocabulary()
         self.stop = stop
         self.work_dir = settings.data_dir / "work"
         self._wake = threading.Condition()
@@ -142,6 +132,9 @@ class Refitter(threading.Thread):
         self.fit_in_progress = False
         self.current: dict[str, Any] | None = None
         self.last_decision: dict[str, Any] | None = None
+        # The best promoted version's metadata; read from the registry once at start-up and
+        # kept up to date on promotion, so a commit does not re-read every version.
+        self._best_promoted: Mapping[str, Any] | None = None
         self._needs_bootstrap = False
         self._retrain_requested = False
         self._last_start: float | None = None
@@ -212,6 +205,7 @@ class Refitter(threading.Thread):
         versions = self._retry("registry.list_versions", self.registry.list_versions)
         by_name = {meta["version"]: meta for meta in versions}
         current = self._retry("registry.current_version", lambda: self._signed_current(by_name))
+        self._best_promoted = best_promoted(versions, self.test_digest)
         latest_rows = versions[-1].get("feedback_rows", 0) if versions else 0
         with self._wake:
             self.mark = min(latest_rows if isinstance(latest_rows, int) else 0, len(self.store))
@@ -295,13 +289,16 @@ class Refitter(threading.Thread):
         raise Stopped("refit")
 
     def _fit(self, snapshot: int, trigger: str) -> None:
-        train, held_back = training_corpus(
+        data = training_corpus(
             self.bootstrap,
             self.store.rows(snapshot),
             self.settings.new_tag_min_support,
             self.settings.new_tag_min_annotators,
         )
-        train, validated = split_training(train, self.store.rows(snapshot), self.settings.data_dir)
+        train, validated = split_training(
+            data.train, self.store.rows(snapshot), self.settings.data_dir
+        )
+        data = dataclasses.replace(data, train=train)
         version = new_version()
         with self._wake:
             self.mark = snapshot
@@ -322,14 +319,16 @@ class Refitter(threading.Thread):
             try:
                 candidate = self._in_worker(
                     fit_candidate,
-                    train,
+                    data,
+                    self.bootstrap_tags,
                     self.test,
                     str(work),
                     {
                         "version": version,
                         "trigger": trigger,
                         "feedback_rows": snapshot,
-                        "held_back_tags": len(held_back),
+                        "held_back_tags": len(data.held_back),
+                        "new_tag_slice_rows": len(data.new_tag_slice),
                         "test_data_sha256": self.test_digest,
                     },
                 )
@@ -385,22 +384,21 @@ class Refitter(threading.Thread):
             raise
 
     def _commit(self, version: str, work: Path, candidate: dict[str, Any]) -> None:
-        """Gate against the model that is current now, store the candidate, maybe promote it."""
+        """Gate against the best promoted model, store the candidate, maybe promote it."""
         with self._commit_lock:
             baseline = self._retry("registry.current_version", self._baseline)
             current = baseline["version"] if baseline else None
-            current_metrics = self._current_metrics(baseline) if baseline else None
-            decision, label = gate(
-                candidate["metrics"], current_metrics, self.settings.promotion_tolerance
-            )
+            best_version, best = self._best(baseline)
+            verdict = gate(candidate, best, self.settings.gate_rules)
+            decision = verdict.as_metadata(best_version)
             metadata = {**candidate, "parent_version": current, "decision": decision}
             self._retry("registry.put_version", lambda: self._put_once(version, work, metadata))
-            if decision["promoted"]:
+            if verdict.promoted:
                 if not self.stage_candidate(metadata):  # staged rollout (learning_service.rollout)
                     self._retry("registry.set_current", lambda: self.registry.set_current(version))
-                    self._became_current(metadata, label)
+                    self._became_current(metadata, verdict.label)
             else:
-                self.metrics.rejections.labels(label).inc()
+                self.metrics.rejections.labels(verdict.label).inc()
         log.info(
             "candidate %s %s: %s",
             version,
@@ -435,12 +433,20 @@ class Refitter(threading.Thread):
             with self._wake:
                 return self.current
 
-    def _current_metrics(self, metadata: Mapping[str, Any]) -> dict[str, Any] | None:
-        """The current model's test metrics; re-scored if they were measured on another test set."""
+    def _best(self, baseline: Mapping[str, Any] | None) -> tuple[str | None, dict[str, Any] | None]:
+        """The version to gate against and its evaluation, from signed metadata only: the best
+        promoted one on this test set; if there is none (the test set changed), the signed
+        baseline, re-scored."""
+        best = self._best_promoted
+        if best is not None:
+            return best["version"], dict(best)
+        if baseline is None:
+            return None, None
+        return baseline["version"], self._rescored(baseline)
+
+    def _rescored(self, metadata: Mapping[str, Any]) -> dict[str, Any] | None:
+        """A model's evaluation on this test set (it was measured on another one)."""
         version = metadata["version"]
-        metrics = metadata.get("metrics")
-        if metadata.get("test_data_sha256") == self.test_digest and isinstance(metrics, dict):
-            return metrics
         log.info("test set changed since %s was scored: re-scoring it", version)
         bundle = Path(tempfile.mkdtemp(prefix=f"current-{version}-", dir=self.work_dir))
 
@@ -467,6 +473,8 @@ class Refitter(threading.Thread):
     def _became_current(self, metadata: dict[str, Any], label: str) -> None:
         version = metadata["version"]
         metrics = metadata.get("metrics", {})
+        known = [meta for meta in (self._best_promoted, metadata) if meta is not None]
+        self._best_promoted = best_promoted(known, self.test_digest)
         with self._wake:
             self.current = metadata
             self._needs_bootstrap = False

@@ -1,12 +1,21 @@
 """What a fit trains on, and the fit itself (which runs in the worker process).
 
-The training set is the bootstrap corpus plus every accepted correction, with
-one guard: a tag the bootstrap corpus does not know enters training only once
-it was given to at least `min_support` distinct titles by at least
-`min_annotators` distinct annotators, so a typo or one user's invented tag
-(however many titles they tag with it) never becomes a class. Until then it is
-held back (the row is still stored; it trains on its other tags, if any).
-Rows without an annotator (from before annotator ids) count as one annotator.
+The training set is the bootstrap corpus plus the accepted corrections:
+
+- A correction is authoritative for its title: the newest correction of a
+  title (compared case- and space-insensitively) replaces older corrections
+  and the bootstrap rows of that title, so a fixed label is not outvoted by
+  the mistake it fixed, and re-corrected titles do not pile up.
+- A tag the bootstrap corpus does not know enters training only once it was
+  given to at least `min_support` distinct titles by at least
+  `min_annotators` distinct annotators, so a typo or one user's invented tag
+  (however many titles they tag with it) never becomes a class. Until then it is held back (the row is
+  still stored; it trains on its other tags, if any). Rows without an
+  annotator (from before annotator ids) count as one annotator.
+- Every `NEW_TAG_SLICE`-th title carrying a new tag (by a hash of the title, so
+  the same corrections stay held out from fit to fit) is held out of
+  training: the gate judges the new tag on that slice, since the test set
+  cannot contain it.
 
 `fit_candidate` and `score_bundle` are the worker's entry points: plain
 functions of picklable arguments, importing the scikit-learn stack lazily so
@@ -20,6 +29,7 @@ import json
 import os
 import threading
 import time
+import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -27,8 +37,11 @@ from typing import Any
 
 from learning_service.store import StoredFeedback
 from tagloop.domain.drift import TAG_COUNTS_KEY, tag_counts
+from tagloop.domain.text import normalize_title
 
 PARENT_CHECK_SECONDS = 0.5
+NEW_TAG_SLICE = 5
+"""One in this many titles carrying a new tag is held out to judge it (the rest train)."""
 
 
 @dataclass(frozen=True)
@@ -91,23 +104,55 @@ class NewTagSupport:
             }
 
 
+@dataclass(frozen=True)
+class TrainingSet:
+    train: Corpus
+    new_tag_slice: Corpus
+    """Held-out corrections carrying new tags: the gate judges those tags on them."""
+    held_back: dict[str, int]
+    """New tags below the support threshold, with their support."""
+
+
+def _latest_per_title(feedback: Sequence[StoredFeedback]) -> dict[str, StoredFeedback]:
+    """The newest correction of each title (insertion order: the first time it was seen)."""
+    latest: dict[str, StoredFeedback] = {}
+    for row in feedback:
+        latest[normalize_title(row.title)] = row
+    return latest
+
+
+def _in_new_tag_slice(title_key: str) -> bool:
+    return zlib.crc32(title_key.encode()) % NEW_TAG_SLICE == 0
+
+
 def training_corpus(
     bootstrap: Corpus,
     feedback: Sequence[StoredFeedback],
     min_support: int,
     min_annotators: int = 1,
-) -> tuple[Corpus, dict[str, int]]:
-    """Bootstrap rows + feedback rows minus held-back tags; also returns the held-back tags."""
-    support = NewTagSupport(bootstrap.vocabulary(), min_support, min_annotators)
-    for row in feedback:
+) -> TrainingSet:
+    """Bootstrap rows not overridden by a correction + the newest correction per title,
+    minus held-back tags, minus the new-tag slice."""
+    known = bootstrap.vocabulary()
+    latest = _latest_per_title(feedback)
+    support = NewTagSupport(known, min_support, min_annotators)
+    for row in latest.values():
         support.add(row.title, row.tags, row.annotator)
-    titles, tags = list(bootstrap.titles), list(bootstrap.tags)
-    for row in feedback:
+    train = Corpus([], [])
+    for title, tags in zip(bootstrap.titles, bootstrap.tags, strict=True):
+        if normalize_title(title) not in latest:
+            train.titles.append(title)
+            train.tags.append(tags)
+    held_out = Corpus([], [])
+    for key, row in latest.items():
         kept = [tag for tag in row.tags if support.eligible(tag)]
-        if kept:
-            titles.append(row.title)
-            tags.append(kept)
-    return Corpus(titles, tags), support.held_back()
+        if not kept:
+            continue
+        new = any(tag not in known for tag in kept)
+        target = held_out if new and _in_new_tag_slice(key) else train
+        target.titles.append(row.title)
+        target.tags.append(kept)
+    return TrainingSet(train, held_out, support.held_back())
 
 
 def worker_init(parent_pid: int) -> None:
@@ -128,17 +173,25 @@ def worker_init(parent_pid: int) -> None:
 
 
 def fit_candidate(
-    train: Corpus, test: Corpus, out_dir: str, metadata: dict[str, Any]
+    data: TrainingSet, known_tags: set[str], test: Corpus, out_dir: str, metadata: dict[str, Any]
 ) -> dict[str, Any]:
-    """Fit on `train`, save the bundle to `out_dir`, score it on `test`; returns its metadata."""
+    """Fit on `data.train`, save the bundle to `out_dir`, score it on `test` (and its new
+    tags on `data.new_tag_slice`); returns its metadata."""
     from tagloop.domain.bundle import save_bundle
-    from tagloop.domain.evaluation import evaluate
+    from tagloop.domain.evaluation import evaluate_with_tags, new_tag_report
     from tagloop.domain.model import TagModel
 
     started = time.perf_counter()
-    model = TagModel().fit(train.titles, train.tags)
+    model = TagModel().fit(data.train.titles, data.train.tags)
     fitted = time.perf_counter()
-    metrics = evaluate(model, test.titles, test.tags)
+    metrics, tags = evaluate_with_tags(model, test.titles, test.tags)
+    new_tags = new_tag_report(
+        model,
+        data.new_tag_slice.titles,
+        data.new_tag_slice.tags,
+        set(model.classes_.tolist()) - known_tags,
+        tags,
+    )
     timings = {
         "fit_seconds": round(fitted - started, 3),
         "evaluate_seconds": round(time.perf_counter() - fitted, 3),
@@ -150,16 +203,20 @@ def fit_candidate(
             **metadata,
             **timings,
             "metrics": metrics,
-            "training_data_sha256": train.digest(),
-            TAG_COUNTS_KEY: tag_counts(train.tags),  # the prior of drift monitoring
+            "tags": tags,
+            "new_tags": new_tags,
+            "training_data_sha256": data.train.digest(),
+            TAG_COUNTS_KEY: tag_counts(data.train.tags),  # the prior of drift monitoring
         },
     )
 
 
 def score_bundle(bundle_dir: str, expected_sha256: str | None, test: Corpus) -> dict[str, Any]:
-    """Score an existing bundle on `test` (the current model, when the test set changed)."""
+    """Score an existing bundle on `test` (the current model, when the test set changed):
+    its metrics and per-tag report, as the gate compares them."""
     from tagloop.domain.bundle import load_bundle
-    from tagloop.domain.evaluation import evaluate
+    from tagloop.domain.evaluation import evaluate_with_tags
 
     model, _ = load_bundle(bundle_dir, expected_sha256)
-    return evaluate(model, test.titles, test.tags)
+    metrics, tags = evaluate_with_tags(model, test.titles, test.tags)
+    return {"metrics": metrics, "tags": tags}

@@ -274,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a model bundle from a labelled TSV file")
     train.add_argument("--data", required=True, type=Path, help="TSV with title and tags columns")
     train.add_argument("--out", required=True, type=Path, help="directory for the bundle")
-    train.add_argument("--C", type=float, default=0.3, help="SVM regularisation (default 0.3)")
+    train.add_argument("--C", type=float, default=0.1, help="SVM regularisation (default 0.1)")
 
     evaluate = sub.add_parser("evaluate", help="score a model bundle on a labelled TSV file")
     evaluate.add_argument("--model", required=True, type=Path)

@@ -288,6 +288,7 @@ function badge(text, className) {
 function scoreBar(score) {
   const wrap = document.createElement("span");
   wrap.className = "score";
+  wrap.title = `Estimated chance this tag is right: ${percent(score)}`;
   const bar = document.createElement("span");
   bar.className = "score-bar";
   bar.setAttribute("aria-hidden", "true");

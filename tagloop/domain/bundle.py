@@ -25,12 +25,15 @@ from tagloop.errors import TagloopError
 
 ARTIFACT_NAME = "model.npz"
 METADATA_NAME = "metadata.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: character n-grams and isotonic calibration knots
+_READABLE_FORMATS = (1, 2)
 _ARRAYS = ("coef", "intercept", "thresholds", "idf", "terms", "term_columns", "classes")
 _PARAMS = (
     "C",
     "min_df",
+    "char_ngram",
     "cv_folds",
+    "calibration_rows",
     "threshold_smoothing",
     "threshold_prior",
     "max_tags",
@@ -90,7 +93,7 @@ def save_bundle(
             json.dumps(
                 {
                     "format_version": FORMAT_VERSION,
-                    "slope": model.slope_,
+                    "calibration": [knots.tolist() for knots in model.calibration_],
                     "n_training_rows": model.n_training_rows_,
                     "params": {name: getattr(model, name) for name in _PARAMS},
                 }
@@ -161,10 +164,23 @@ def load_bundle(
     return model, metadata
 
 
+def _calibration_knots(header: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Format 2 stores the knots; a format 1 bundle (words only, scores
+    sigmoid(slope * (margin - threshold))) is read as knots on that sigmoid, so a
+    registry written before the upgrade still serves until the next refit."""
+    if header["format_version"] == 1:
+        slope = float(header["slope"])
+        knots_x = np.linspace(-30.0, 30.0, 241) / slope
+        return knots_x, 1.0 / (1.0 + np.exp(-slope * knots_x))
+    knots_x, knots_y = (np.asarray(knots, dtype=np.float64) for knots in header["calibration"])
+    return knots_x, knots_y
+
+
 def _model_from_arrays(arrays: dict[str, np.ndarray], header: dict[str, Any]) -> TagModel:
-    if header.get("format_version") != FORMAT_VERSION:
+    if header.get("format_version") not in _READABLE_FORMATS:
         raise BundleError(f"unsupported bundle format {header.get('format_version')!r}")
-    model = TagModel(**{k: v for k, v in header["params"].items() if k in _PARAMS})
+    params = {"char_ngram": 0} | {k: v for k, v in header["params"].items() if k in _PARAMS}
+    model = TagModel(**params)
     coef, classes = arrays["coef"].astype(np.float32), arrays["classes"].astype(str)
     n_features, n_tags = coef.shape
     columns = arrays["term_columns"]
@@ -186,6 +202,12 @@ def _model_from_arrays(arrays: dict[str, np.ndarray], header: dict[str, Any]) ->
     model.vocabulary_ = dict(
         zip(arrays["terms"].tolist(), arrays["term_columns"].tolist(), strict=True)
     )
-    model.slope_ = float(header["slope"])
+    knots_x, knots_y = _calibration_knots(header)
+    increasing = bool(np.all(np.diff(knots_x) >= 0) and np.all(np.diff(knots_y) >= 0))
+    if not (knots_x.shape == knots_y.shape and knots_x.size and increasing):
+        raise BundleError("calibration knots must be two equal-length increasing lists")
+    if not ((knots_y >= 0) & (knots_y <= 1)).all():
+        raise BundleError("calibrated scores must lie in [0, 1]")
+    model.calibration_ = (knots_x, knots_y)
     model.n_training_rows_ = int(header["n_training_rows"])
     return model

@@ -1,35 +1,44 @@
-"""The tag model: TF-IDF word n-grams, one linear SVM per tag, per-tag thresholds.
+"""The tag model: TF-IDF word and character n-grams, one linear SVM per tag,
+per-tag thresholds, calibrated scores.
 
 Training uses scikit-learn. Serving does not go through a hundred per-label
 estimator calls: all weights are stacked into one (n_features, n_tags) matrix
 and a title is scored with a single sparse-times-dense product. A test proves
 the fast path returns the estimator's own decision values.
 
-Scores are calibrated to [0, 1] as sigmoid(slope * (margin - threshold)), so
-every tag's decision threshold sits at 0.5 and the score ordering within a tag
-is the SVM's (average precision and ROC AUC are unaffected).
+A tag is chosen when its margin reaches its threshold. The score shown with it
+is a calibrated probability: one increasing map, fitted by isotonic regression
+on out-of-fold margins (minus each tag's threshold) of all tags pooled, gives
+the share of such (title, tag) pairs that were right. Within a tag the ranking
+is the SVM's.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 from joblib import Parallel, delayed
 from scipy import sparse
 from sklearn.base import BaseEstimator
 from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
+from sklearn.isotonic import IsotonicRegression
 from sklearn.model_selection import KFold
+from sklearn.pipeline import FeatureUnion
 from sklearn.preprocessing import MultiLabelBinarizer
 from sklearn.svm import LinearSVC
 
-from tagloop.domain.text import analyze
+from tagloop.domain.text import analyze, char_grams
 
 _THRESHOLD_GRID = np.linspace(-1.5, 1.0, 101)  # margin steps of 0.025
+CHAR_MARK = "c:"
+"""Prefix of character n-gram terms in the vocabulary: word terms never contain ":"."""
+_CALIBRATION_POINTS = 400_000
 
 
 @dataclass(frozen=True)
@@ -70,11 +79,32 @@ def _best_f1_threshold(
     return float(grid[int(np.argmax(smoothed))])
 
 
+def _isotonic_knots(centered: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """An increasing map from centred margin to the share of positives, as interpolation knots.
+
+    Isotonic regression gives a step function; a knot at the middle of each step,
+    joined linearly, keeps its calibration while making the map strictly
+    increasing between the outermost knots (so close margins get distinct
+    scores instead of ties).
+    """
+    if y.min() == y.max():
+        return np.array([0.0]), np.array([float(y[0])])
+    isotonic = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(centered, y)
+    xs, ys = isotonic.X_thresholds_, isotonic.y_thresholds_
+    steps = np.r_[0, np.flatnonzero(np.diff(ys)) + 1, ys.size]
+    knots_x = np.array([xs[a:b].mean() for a, b in itertools.pairwise(steps)])
+    knots_y = ys[steps[:-1]]
+    return knots_x.astype(np.float64), knots_y.astype(np.float64)
+
+
 class TagModel(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no type hints
     """Multi-label tagger following scikit-learn's estimator conventions.
 
     C: SVM regularisation. min_df: drop n-grams seen in fewer titles.
-    cv_folds: folds of out-of-fold margins used to pick per-tag thresholds.
+    char_ngram: length of the character n-grams added to the word features (0: words only).
+    cv_folds: folds of out-of-fold margins used to pick thresholds and calibrate scores.
+    calibration_rows: the out-of-fold fits use at most this many rows (a random sample
+        above it), so the cost of thresholds and calibration stops growing with the corpus.
     threshold_smoothing: grid points (of 0.025 margin) over which the F1 curve is
         averaged before its peak is taken; 1 takes the raw peak.
     threshold_prior: pseudo-titles pulling each tag's threshold toward the global one,
@@ -84,9 +114,11 @@ class TagModel(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
 
     def __init__(
         self,
-        C: float = 0.3,
+        C: float = 0.1,
         min_df: int = 2,
-        cv_folds: int = 3,
+        char_ngram: int = 4,
+        cv_folds: int = 2,
+        calibration_rows: int = 20_000,
         threshold_smoothing: int = 9,
         threshold_prior: float = 20.0,
         max_tags: int = 3,
@@ -95,7 +127,9 @@ class TagModel(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
     ) -> None:
         self.C = C
         self.min_df = min_df
+        self.char_ngram = char_ngram
         self.cv_folds = cv_folds
+        self.calibration_rows = calibration_rows
         self.threshold_smoothing = threshold_smoothing
         self.threshold_prior = threshold_prior
         self.max_tags = max_tags
@@ -120,33 +154,69 @@ class TagModel(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
                 intercept[j] = svm.intercept_[0]
         return svms, coef, intercept
 
-    def fit(self, titles: Sequence[str], tags: Sequence[Sequence[str]]) -> TagModel:
-        if len(titles) != len(tags) or not titles:
-            raise ValueError("titles and tags must be non-empty and of equal length")
-        vectorizer = TfidfVectorizer(
-            analyzer=analyze, min_df=self.min_df, sublinear_tf=True, dtype=np.float64
-        )
-        X = vectorizer.fit_transform(titles).tocsr()
-        binarizer = MultiLabelBinarizer()
-        Y = binarizer.fit_transform(tags)
+    def _vectorizer(self) -> FeatureUnion:
+        """Word TF-IDF, then (optionally) character n-gram TF-IDF, each l2-normalised."""
 
-        self.estimators_, coef, intercept = self._fit_svms(X, Y)
+        def tfidf(analyzer: Callable[[str], list[str]]) -> TfidfVectorizer:
+            return TfidfVectorizer(
+                analyzer=analyzer, min_df=self.min_df, sublinear_tf=True, dtype=np.float64
+            )
+
+        parts = [("words", tfidf(analyze))]
+        if self.char_ngram:
+            parts.append(("chars", tfidf(partial(char_grams, n=self.char_ngram))))
+        return FeatureUnion(parts)
+
+    def _out_of_fold(self, X: sparse.csr_matrix, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Out-of-fold margins (and labels) of at most `calibration_rows` rows."""
+        rng = np.random.default_rng(self.random_state)
+        rows = np.arange(X.shape[0])
+        if rows.size > self.calibration_rows:
+            rows = np.sort(rng.choice(rows.size, size=self.calibration_rows, replace=False))
+        X, Y = X[rows], Y[rows]
         oof = np.zeros(Y.shape)
         folds = KFold(self.cv_folds, shuffle=True, random_state=self.random_state)
         for train_rows, held_out in folds.split(X):
             _, w, b = self._fit_svms(X[train_rows], Y[train_rows])
             oof[held_out] = X[held_out] @ w + b
-        self.thresholds_ = self._thresholds(oof, Y)
-        self.slope_ = self._calibration_slope(oof - self.thresholds_, Y)
+        return oof, Y
+
+    def fit(self, titles: Sequence[str], tags: Sequence[Sequence[str]]) -> TagModel:
+        if len(titles) != len(tags) or not titles:
+            raise ValueError("titles and tags must be non-empty and of equal length")
+        vectorizer = self._vectorizer()
+        X = vectorizer.fit_transform(titles).tocsr()
+        binarizer = MultiLabelBinarizer()
+        Y = binarizer.fit_transform(tags)
+
+        self.estimators_, coef, intercept = self._fit_svms(X, Y)
+        oof, oof_Y = self._out_of_fold(X, Y)
+        self.thresholds_ = self._thresholds(oof, oof_Y)
+        self.calibration_ = self._calibration(oof - self.thresholds_, oof_Y)
 
         self.classes_ = binarizer.classes_.astype(str)
-        self.vocabulary_ = {term: int(i) for term, i in vectorizer.vocabulary_.items()}
-        self.idf_ = vectorizer.idf_.astype(np.float32)
+        self.vocabulary_ = self._stacked_vocabulary(vectorizer)
+        self.idf_ = np.concatenate([part.idf_ for _, part in vectorizer.transformer_list]).astype(
+            np.float32
+        )
         self.coef_ = np.ascontiguousarray(coef, dtype=np.float32)
         self.intercept_ = intercept.astype(np.float32)
         self.n_training_rows_ = len(titles)
         self.vectorizer_ = vectorizer  # with estimators_: the training-time path, not bundled
         return self
+
+    @staticmethod
+    def _stacked_vocabulary(vectorizer: FeatureUnion) -> dict[str, int]:
+        """One term -> column map over the stacked blocks; character terms carry CHAR_MARK."""
+        vocabulary: dict[str, int] = {}
+        offset = 0
+        for name, part in vectorizer.transformer_list:
+            mark = CHAR_MARK if name == "chars" else ""
+            vocabulary.update(
+                {mark + term: offset + int(i) for term, i in part.vocabulary_.items()}
+            )
+            offset += len(part.vocabulary_)
+        return vocabulary
 
     def _thresholds(self, oof: np.ndarray, Y: np.ndarray) -> np.ndarray:
         """Per-tag F1-optimal thresholds, shrunk toward the global one by tag frequency."""
@@ -161,28 +231,36 @@ class TagModel(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
         shrunk: np.ndarray = (positives * own + prior * global_threshold) / (positives + prior)
         return shrunk.astype(np.float32)
 
-    def _calibration_slope(self, centered: np.ndarray, Y: np.ndarray) -> float:
-        """Platt scaling with the intercept fixed at the threshold (one shared slope)."""
+    def _calibration(self, centered: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Isotonic calibration knots of all tags' centred out-of-fold margins, pooled."""
         rng = np.random.default_rng(self.random_state)
-        take = rng.choice(centered.size, size=min(centered.size, 200_000), replace=False)
-        z, y = centered.ravel()[take, None], Y.ravel()[take]
-        if y.min() == y.max():
-            return 4.0
-        platt = LogisticRegression(fit_intercept=False, C=100.0).fit(z, y)
-        return float(max(platt.coef_[0, 0], 1e-3))
+        take = rng.choice(
+            centered.size, size=min(centered.size, _CALIBRATION_POINTS), replace=False
+        )
+        return _isotonic_knots(centered.ravel()[take], Y.ravel()[take])
 
     # -- serving ------------------------------------------------------------------
 
-    def _features(self, title: str) -> tuple[np.ndarray, np.ndarray]:
-        """Non-zero TF-IDF columns and weights of one title, as TfidfVectorizer computes them
+    def _block(self, terms: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """One TF-IDF block's non-zero columns and weights, as TfidfVectorizer computes them
         (sublinear tf, smoothed idf, l2 norm)."""
-        counts = Counter(i for i in map(self.vocabulary_.get, analyze(title)) if i is not None)
+        counts = Counter(i for i in map(self.vocabulary_.get, terms) if i is not None)
         columns = np.fromiter(counts.keys(), dtype=np.intp, count=len(counts))
         weights = np.log(np.fromiter(counts.values(), dtype=np.float32, count=len(counts)))
         weights += 1.0
         weights *= self.idf_[columns]
         norm = math.sqrt(float(weights @ weights))
         return columns, (weights / norm if norm else weights)
+
+    def _features(self, title: str) -> tuple[np.ndarray, np.ndarray]:
+        """Non-zero feature columns and weights of one title (words, then characters)."""
+        columns, weights = self._block(analyze(title))
+        if not self.char_ngram:
+            return columns, weights
+        char_columns, char_weights = self._block(
+            [CHAR_MARK + gram for gram in char_grams(title, self.char_ngram)]
+        )
+        return np.concatenate((columns, char_columns)), np.concatenate((weights, char_weights))
 
     def decision_function(self, titles: Sequence[str]) -> np.ndarray:
         """SVM margins, shape (n_titles, n_tags): per title one product of its few
@@ -194,17 +272,27 @@ class TagModel(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
         margins += self.intercept_
         return margins
 
-    def predict_scores(self, titles: Sequence[str]) -> np.ndarray:
-        """Calibrated scores in [0, 1]; a tag is chosen when its score is >= 0.5."""
-        z = self.slope_ * (self.decision_function(titles) - self.thresholds_)
-        scores: np.ndarray = 1.0 / (1.0 + np.exp(-np.clip(z, -30.0, 30.0)))
+    def calibrate(self, centered: np.ndarray) -> np.ndarray:
+        """Probability that a tag is right, from its margin minus its threshold."""
+        knots_x, knots_y = self.calibration_
+        scores: np.ndarray = np.interp(centered, knots_x, knots_y)
         return scores
 
-    def predict(self, titles: Sequence[str]) -> list[Prediction]:
-        return [self._prediction(row) for row in self.predict_scores(titles)]
+    def predict_scores(self, titles: Sequence[str]) -> np.ndarray:
+        """Calibrated scores in [0, 1]: the estimated probability that each tag is right."""
+        return self.calibrate(self.decision_function(titles) - self.thresholds_)
 
-    def _prediction(self, scores: np.ndarray) -> Prediction:
-        order = np.argsort(-scores, kind="stable")
+    def predict(self, titles: Sequence[str]) -> list[Prediction]:
+        centered = self.decision_function(titles) - self.thresholds_
+        return [
+            self._prediction(row, scores)
+            for row, scores in zip(centered, self.calibrate(centered), strict=True)
+        ]
+
+    def _prediction(self, centered: np.ndarray, scores: np.ndarray) -> Prediction:
+        """Tags ranked by margin over threshold (the scores follow the same order); those at or
+        above their threshold are chosen, at most max_tags, and always at least the best."""
+        order = np.argsort(-centered, kind="stable")
         ranked = list(
             zip(
                 self.classes_[order].tolist(),
@@ -212,8 +300,9 @@ class TagModel(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
                 strict=True,
             )
         )
-        chosen = [tag for tag, score in ranked[: self.max_tags] if score >= 0.5]
-        return Prediction(tags=chosen or [ranked[0][0]], scores=ranked)
+        chosen = int(np.count_nonzero(centered >= 0))
+        tags = [tag for tag, _ in ranked[: max(1, min(chosen, self.max_tags))]]
+        return Prediction(tags=tags, scores=ranked)
 
     def predict_tag_sets(self, titles: Sequence[str]) -> list[list[str]]:
         return [p.tags for p in self.predict(titles)]

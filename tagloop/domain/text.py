@@ -1,8 +1,8 @@
 """Turning a question title into the tokens the model sees.
 
-`analyze` is the single source of features: the vectorizer calls it while
-training and the fast serving path calls it per request, so the two can never
-drift apart.
+`analyze` and `char_grams` are the single source of features: the vectorizers
+call them while training and the fast serving path calls them per request, so
+the two can never drift apart.
 """
 
 from __future__ import annotations
@@ -29,3 +29,18 @@ def analyze(title: str) -> list[str]:
     """Word unigrams and bigrams of the normalised title."""
     tokens = tokenize(title)
     return tokens + [f"{a} {b}" for a, b in itertools.pairwise(tokens)]
+
+
+def char_grams(title: str, n: int) -> list[str]:
+    """Character n-grams of each space-padded word of the normalised title (scikit-learn's
+    `char_wb`): they match misspellings, inflections and names glued to punctuation
+    ("mysqli_query(" shares "mysq" with "mysql") that word tokens miss. A word shorter
+    than n yields itself, padded."""
+    grams = []
+    for word in normalize_title(title).split():
+        padded = f" {word} "
+        if len(padded) <= n:
+            grams.append(padded)
+        else:
+            grams.extend(padded[i : i + n] for i in range(len(padded) - n + 1))
+    return grams

@@ -73,7 +73,9 @@ def test_250_corrections_with_refit_every_100_refit_exactly_twice(
     learner_stack: LearnerStack, feedback_rows: list[tuple[str, list[str]]]
 ):
     updates = learner_stack.subscribe_updates()
-    learner = learner_stack.learner(TAGLOOP_PROMOTION_TOLERANCE="1.0").start()
+    learner = learner_stack.learner(
+        TAGLOOP_PROMOTION_TOLERANCE="1.0", TAGLOOP_PROMOTION_TAG_FLOOR="1.0"
+    ).start()
     bootstrap = learner.get("/api/status")["current_version"]
     assert [u.version for u in wait_until(lambda: pull_updates(learner_stack.bus, updates))] == [
         bootstrap
@@ -158,14 +160,21 @@ def test_a_poisoned_candidate_is_rejected_and_nothing_changes_for_replicas(
     status = wait_until(decided, timeout=60, what="the poisoned candidate's decision")
     candidate = status["last_decision"]
     assert candidate["promoted"] is False
-    assert "f1_macro" in candidate["reason"] and "below the current" in candidate["reason"]
+    assert "f1_macro_budget" in candidate["reason"] and "below the best" in candidate["reason"]
     assert status["current_version"] == bootstrap
     assert learner_stack.registry.current_version() == bootstrap
     stored = learner_stack.registry.get_metadata(candidate["version"])
-    assert stored["decision"] == {"promoted": False, "reason": candidate["reason"]}
+    assert stored["decision"]["promoted"] is False
+    assert stored["decision"]["reason"] == candidate["reason"]
+    assert stored["decision"]["compared_with"] == bootstrap
+    # Each rule's verdict is recorded in the registry and shown in /api/status.
+    verdicts = {v["rule"]: v["passed"] for v in stored["decision"]["rules"]}
+    assert verdicts.keys() == {"f1_macro_budget", "tag_floor", "new_tag_floor", "validated_budget"}
+    assert verdicts["f1_macro_budget"] is False
+    assert candidate["rules"] == stored["decision"]["rules"]
     assert stored["trigger"] == "retrain" and stored["parent_version"] == bootstrap
     assert pull_updates(learner_stack.bus, updates) == []  # no broadcast
-    assert learner.metric("tagloop_model_rejections_total", reason="f1_macro_regression") == 1
+    assert learner.metric("tagloop_model_rejections_total", reason="f1_macro_budget") == 1
     assert learner.metric("tagloop_model_info", version=bootstrap) == 1
 
     # An operator may still roll forward to it deliberately, and back again; both are announced.

@@ -81,3 +81,46 @@ class Exploit:
 
     def __reduce__(self):
         return (open, (str(self.marker), "w"))
+
+
+def rewrite_header(bundle_dir, change) -> None:
+    """Rewrite the artifact's JSON header (and the recorded digest) with `change` applied."""
+    artifact = bundle_dir / ARTIFACT_NAME
+    with np.load(artifact, allow_pickle=False) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    header = json.loads(str(arrays["header"]))
+    change(header)
+    arrays["header"] = np.array(json.dumps(header))
+    with open(artifact, "wb") as handle:
+        np.savez(handle, **arrays)
+    metadata = json.loads((bundle_dir / METADATA_NAME).read_text())
+    metadata["sha256"] = sha256_file(artifact)
+    (bundle_dir / METADATA_NAME).write_text(json.dumps(metadata))
+
+
+def test_a_format_1_bundle_still_serves_with_its_sigmoid_scores(bundle_copy, test_data):
+    """A registry written before calibration loads, with its sigmoid scores."""
+
+    def as_format_1(header):
+        header.update(format_version=1, slope=4.0)
+        del header["calibration"]
+        header["params"].pop("char_ngram")
+
+    rewrite_header(bundle_copy, as_format_1)
+    old, _ = load_bundle(bundle_copy)
+    titles = test_data.titles[:100]
+    centered = old.decision_function(titles) - old.thresholds_
+    np.testing.assert_allclose(
+        old.predict_scores(titles), 1 / (1 + np.exp(-4.0 * centered)), atol=1e-3
+    )
+    assert old.char_ngram == 0  # format 1 had words only
+
+
+@pytest.mark.parametrize(
+    "knots",
+    [[[0.0, 1.0], [0.9, 0.1]], [[0.0, 1.0], [0.1, 1.5]], [[0.0], [0.1, 0.2]], [[], []]],
+)
+def test_bad_calibration_knots_are_refused(bundle_copy, knots):
+    rewrite_header(bundle_copy, lambda header: header.update(calibration=knots))
+    with pytest.raises(BundleError, match="calibrat"):
+        load_bundle(bundle_copy)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import pytest
 
 from learning_service.agreement import Agreement
 from learning_service.config import LearnerSettings
+from learning_service.gate import GateRules, best_promoted, gate, gate_f1_macro
 from learning_service.metrics import OnlineQuality
-from learning_service.refit import fit_snapshot, gate
+from learning_service.refit import fit_snapshot
 from learning_service.store import StoredFeedback
 from learning_service.training import Corpus, training_corpus
 from tagloop.domain.messages import Feedback
@@ -58,16 +61,125 @@ def test_a_requested_fit_takes_everything_even_below_the_threshold():
     assert fit_snapshot(7, 5, 100, requested=True, backlog=False) == 7
 
 
-def test_gate_promotes_within_tolerance_and_rejects_a_regression():
-    assert gate({"f1_macro": 0.3}, None, 0.01) == (
-        {"promoted": True, "reason": "bootstrap: no current model to compare with"},
-        "bootstrap",
+def evaluation(f1: dict[str, float], support: int = 40, new: dict | None = None) -> dict:
+    """A stored evaluation: per-tag F1 on the test set (each tag with `support` titles)."""
+    return {
+        "metrics": {"f1_macro": sum(f1.values()) / len(f1)},
+        "tags": {tag: {"f1": v, "support": support, "chosen": support} for tag, v in f1.items()},
+        "new_tags": new or {},
+    }
+
+
+RULES = GateRules(budget=0.01, tag_floor=0.15, tag_min_support=30)
+BEST = evaluation({"a": 0.6, "b": 0.5, "c": 0.4, "d": 0.5})
+
+
+def verdicts(decision) -> dict[str, bool]:
+    return {v["rule"]: v["passed"] for v in decision.rules}
+
+
+def test_the_first_model_is_promoted_without_a_comparison():
+    decision = gate(evaluation({"a": 0.3}), None, RULES)
+    assert (decision.promoted, decision.label) == (True, "bootstrap")
+    assert verdicts(decision) == {"bootstrap": True}
+
+
+def test_gate_promotes_within_the_budget_and_records_every_rule():
+    decision = gate(evaluation({"a": 0.6, "b": 0.49, "c": 0.39, "d": 0.5}), BEST, RULES)
+    assert decision.promoted and decision.label == "gate_passed"
+    assert verdicts(decision) == {
+        "f1_macro_budget": True,
+        "tag_floor": True,
+        "new_tag_floor": True,
+        "validated_budget": True,
+    }
+    stored = decision.as_metadata("v-best")
+    assert stored["compared_with"] == "v-best" and stored["rules"] == decision.rules
+
+
+def test_small_losses_cannot_add_up_against_the_best():
+    """Each step loses less than the budget against its predecessor, but the gate compares
+    with the best promoted model, so the second step is refused."""
+    step1 = evaluation({"a": 0.6, "b": 0.5, "c": 0.37, "d": 0.5})  # -0.0075
+    assert gate(step1, BEST, RULES).promoted
+    step2 = evaluation({"a": 0.6, "b": 0.5, "c": 0.34, "d": 0.5})  # -0.015 in total
+    assert gate(step2, step1, RULES).promoted  # what a per-step gate would have done
+    decision = gate(step2, best_promoted_of(BEST, step1), RULES)
+    assert not decision.promoted and decision.label == "f1_macro_budget"
+    assert "0.4850" in decision.reason and "0.5000" in decision.reason
+
+
+def best_promoted_of(*evaluations: dict[str, Any]) -> Mapping[str, Any]:
+    versions = [
+        {**e, "version": f"v{i}", "decision": {"promoted": True}, "test_data_sha256": "t"}
+        for i, e in enumerate(evaluations)
+    ]
+    best = best_promoted(
+        [*versions, {**BEST, "version": "x", "decision": {"promoted": False}}], "t"
     )
-    decision, label = gate({"f1_macro": 0.495}, {"f1_macro": 0.5}, 0.01)
-    assert decision["promoted"] and label == "gate_passed"
-    decision, label = gate({"f1_macro": 0.48}, {"f1_macro": 0.5}, 0.01)
-    assert not decision["promoted"] and label == "f1_macro_regression"
-    assert "0.4800" in decision["reason"] and "0.5000" in decision["reason"]
+    assert best is not None
+    return best
+
+
+def test_best_promoted_ignores_rejected_versions_and_other_test_sets():
+    better = evaluation({"a": 0.9, "b": 0.9, "c": 0.9, "d": 0.9})
+    versions = [
+        {**BEST, "version": "v1", "decision": {"promoted": True}, "test_data_sha256": "t"},
+        {**better, "version": "v2", "decision": {"promoted": False}, "test_data_sha256": "t"},
+        {**better, "version": "v3", "decision": {"promoted": True}, "test_data_sha256": "old"},
+    ]
+    assert best_promoted(versions, "t")["version"] == "v1"
+    assert best_promoted(versions, "other") is None
+
+
+def test_a_lost_tag_fails_its_floor_even_within_the_budget():
+    many = {f"t{i}": 0.5 for i in range(40)}
+    best = evaluation(many)
+    erased = evaluation({**many, "t7": 0.2})  # -0.0075 F1 macro: within the budget
+    decision = gate(erased, best, RULES)
+    assert verdicts(decision) == {
+        "f1_macro_budget": True,
+        "tag_floor": False,
+        "new_tag_floor": True,
+        "validated_budget": True,
+    }
+    assert decision.label == "tag_floor" and "t7 0.50->0.20" in decision.reason
+    # A tag with too few test titles for a stable F1 has no floor.
+    assert gate(evaluation({**many, "t7": 0.2}, support=10), evaluation(many, 10), RULES).promoted
+
+
+def test_new_tags_count_on_their_slice_not_as_zero_on_the_test_set():
+    """A new tag's test F1 (support 0) is left out of the gate's F1 macro; its held-out F1
+    is compared with the best's."""
+    learned = evaluation({"a": 0.6, "b": 0.5, "c": 0.4, "d": 0.5}, new={"rust": {"f1": 0.7}})
+    learned["tags"]["rust"] = {"f1": 0.0, "support": 0, "chosen": 3}
+    assert gate_f1_macro(learned) == gate_f1_macro(BEST)
+    assert gate(learned, BEST, RULES).promoted
+    forgotten = evaluation({"a": 0.6, "b": 0.5, "c": 0.4, "d": 0.5}, new={"rust": {"f1": 0.3}})
+    decision = gate(forgotten, learned, RULES)
+    assert not decision.promoted and decision.label == "new_tag_floor"
+
+
+def with_validated(base: dict[str, Any], digest: str, f1: float | None) -> dict[str, Any]:
+    metrics = None if f1 is None else {"f1_macro": f1}
+    return {**base, "validated": {"version": 1, "digest": digest, "size": 50, "metrics": metrics}}
+
+
+def test_the_validated_set_is_one_more_budget_on_the_same_digest():
+    best = with_validated(BEST, "d1", 0.60)
+    within = gate(with_validated(BEST, "d1", 0.595), best, RULES)
+    assert within.promoted and verdicts(within)["validated_budget"]
+    worse = gate(with_validated(BEST, "d1", 0.58), best, RULES)
+    assert not worse.promoted and worse.label == "validated_budget"
+    assert "0.5800 vs best promoted 0.6000" in worse.reason
+    # Another digest (the set grew since the best was scored) or an empty set: nothing to
+    # compare, the rule passes and says why.
+    for candidate in (with_validated(BEST, "d2", 0.1), with_validated(BEST, "d1", None), BEST):
+        decision = gate(candidate, best, RULES)
+        assert decision.promoted
+        [rule] = [v for v in decision.rules if v["rule"] == "validated_budget"]
+        assert rule["passed"]
+        assert "nothing to compare" in rule["detail"] or "no validated" in rule["detail"]
 
 
 def stored(title: str, tags: list[str]) -> StoredFeedback:
@@ -78,24 +190,45 @@ def test_new_tags_are_held_back_until_enough_distinct_titles_carry_them():
     bootstrap = Corpus(["How to sort a list in Python?"], [["python"]])
     rows = [
         stored("Tensor shapes in TensorFlow", ["tensorflow", "python"]),
-        stored("Tensor shapes in TensorFlow", ["tensorflow"]),  # same title: no extra support
         stored("Keras model in TensorFlow", ["tensorflow"]),
         stored("What is pyhton?", ["pyhton"]),  # a typo, alone
     ]
-    corpus, held_back = training_corpus(bootstrap, rows, min_support=3)
-    assert held_back == {"pyhton": 1, "tensorflow": 2}
+    data = training_corpus(bootstrap, rows, min_support=3)
+    assert data.held_back == {"pyhton": 1, "tensorflow": 2}
     # Rows keep their known tags; rows with nothing left are not trained on.
-    assert corpus.tags == [["python"], ["python"]]
+    assert data.train.tags == [["python"], ["python"]]
 
     rows.append(stored("Install TensorFlow on Windows", ["tensorflow"]))
-    corpus, held_back = training_corpus(bootstrap, rows, min_support=3)
-    assert held_back == {"pyhton": 1}
-    assert corpus.tags[1:] == [
-        ["tensorflow", "python"],
-        ["tensorflow"],
-        ["tensorflow"],
-        ["tensorflow"],
+    data = training_corpus(bootstrap, rows, min_support=3)
+    assert data.held_back == {"pyhton": 1}
+    carrying = sorted(data.train.titles[1:] + data.new_tag_slice.titles)
+    assert carrying == sorted(row.title for row in rows[:2] + rows[3:])
+
+
+def test_a_correction_overrides_older_labels_of_the_same_title():
+    bootstrap = Corpus(["How to sort a list in Python?", "Java streams"], [["python"], ["java"]])
+    rows = [
+        stored("how to sort a  list in python?", ["python", "sorting-wrong"]),
+        stored("How to sort a list in Python?", ["python", "list"]),
     ]
+    data = training_corpus(bootstrap, rows, min_support=1)
+    pairs = sorted(zip(data.train.titles, data.train.tags, strict=True)) + sorted(
+        zip(data.new_tag_slice.titles, data.new_tag_slice.tags, strict=True)
+    )
+    assert pairs == [
+        ("How to sort a list in Python?", ["python", "list"]),
+        ("Java streams", ["java"]),
+    ]
+
+
+def test_one_in_five_titles_with_a_new_tag_is_held_out_to_judge_it():
+    bootstrap = Corpus(["How to sort a list in Python?"], [["python"]])
+    rows = [stored(f"Ownership question number {i}", ["rust"]) for i in range(200)]
+    data = training_corpus(bootstrap, rows, min_support=3)
+    assert 25 <= len(data.new_tag_slice) <= 55
+    assert len(data.train) + len(data.new_tag_slice) == 201
+    again = training_corpus(bootstrap, rows[:100], min_support=3)
+    assert set(again.new_tag_slice.titles) <= set(data.new_tag_slice.titles), "stable slice"
 
 
 def test_corpus_digest_identifies_the_exact_training_rows():
@@ -127,14 +260,14 @@ def test_a_new_tag_needs_distinct_annotators_not_just_distinct_titles():
         return StoredFeedback.from_feedback(feedback, "2026-01-01T00:00:00Z")
 
     one_client = [by("addr:1", f"Title number {i}") for i in range(3)]
-    corpus, held_back = training_corpus(bootstrap, one_client, min_support=3, min_annotators=3)
-    assert held_back == {"zzpwned-tag": 3}
-    assert corpus.tags == [["python"]]
+    data = training_corpus(bootstrap, one_client, min_support=3, min_annotators=3)
+    assert data.held_back == {"zzpwned-tag": 3}
+    assert data.train.tags == [["python"]] and not data.new_tag_slice.tags
 
     three = [by(f"anon:{i}", f"Title number {i}") for i in range(3)]
-    corpus, held_back = training_corpus(bootstrap, three, min_support=3, min_annotators=3)
-    assert held_back == {}
-    assert corpus.tags[1:] == [["zzpwned-tag"]] * 3
+    data = training_corpus(bootstrap, three, min_support=3, min_annotators=3)
+    assert data.held_back == {}
+    assert data.train.tags[1:] + data.new_tag_slice.tags == [["zzpwned-tag"]] * 3
 
 
 def test_agreement_compares_distinct_annotators_on_the_same_title():

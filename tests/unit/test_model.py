@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from tagloop.domain.evaluation import evaluate
-from tagloop.domain.model import _THRESHOLD_GRID, TagModel, _best_f1_threshold
+from tagloop.domain.evaluation import calibration, evaluate
+from tagloop.domain.model import _THRESHOLD_GRID, TagModel, _best_f1_threshold, _isotonic_knots
+from tagloop.domain.text import char_grams, normalize_title
 
 
 def test_fast_path_equals_the_estimators_it_came_from(trained_model, test_data):
@@ -19,7 +20,7 @@ def test_fast_path_equals_the_estimators_it_came_from(trained_model, test_data):
         )
 
 
-def test_bundled_thresholds_define_the_chosen_tags(trained_model, test_data):
+def test_predictions_rank_every_tag_by_its_calibrated_score(trained_model, test_data):
     titles = test_data.titles[:200]
     scores = trained_model.predict_scores(titles)
     assert scores.shape == (len(titles), len(trained_model.classes_))
@@ -30,11 +31,36 @@ def test_bundled_thresholds_define_the_chosen_tags(trained_model, test_data):
         assert len(prediction.scores) == len(trained_model.classes_)
         ranked = [score for _, score in prediction.scores]
         assert ranked == sorted(ranked, reverse=True)
-        above = {tag for tag, score in prediction.scores if score >= 0.5}
-        assert set(prediction.tags) <= above or len(prediction.tags) == 1
         assert prediction.tags[0] == prediction.scores[0][0]
-        best = trained_model.classes_[int(np.argmax(row))]
-        assert prediction.tags[0] == best
+        best = list(trained_model.classes_).index(prediction.tags[0])
+        assert row[best] == row.max(), "the first tag has the highest calibrated score"
+
+
+def test_chosen_tags_are_those_at_or_above_their_threshold(trained_model, test_data):
+    """Calibration changes what a score says, never which tags are chosen."""
+    titles = test_data.titles[:300]
+    centered = trained_model.decision_function(titles) - trained_model.thresholds_
+    for row, prediction in zip(centered, trained_model.predict(titles), strict=True):
+        above = [trained_model.classes_[j] for j in np.argsort(-row) if row[j] >= 0]
+        expected = above[: trained_model.max_tags] or [trained_model.classes_[np.argmax(row)]]
+        assert prediction.tags == expected
+
+
+def test_scores_are_calibrated_on_the_test_set(trained_model, test_data):
+    """Of the tags shown at a score, about that share is right (ECE <= 0.05)."""
+    report = calibration(trained_model, test_data.titles, test_data.tags)
+    assert report["top_tag"]["ece"] <= 0.05
+    assert report["shown_scores"]["ece"] <= 0.05
+
+
+def test_calibration_map_is_increasing_and_within_0_1():
+    rng = np.random.default_rng(2)
+    centered = rng.normal(size=5_000)
+    y = (rng.random(5_000) < 1 / (1 + np.exp(-3 * centered))).astype(int)
+    knots_x, knots_y = _isotonic_knots(centered, y)
+    assert (np.diff(knots_x) > 0).all() and (np.diff(knots_y) > 0).all()
+    assert knots_y[0] >= 0 and knots_y[-1] <= 1
+    assert knots_y[0] < 0.1 and knots_y[-1] > 0.9
 
 
 def test_a_title_without_known_words_still_gets_one_tag(trained_model):
@@ -58,6 +84,14 @@ def test_fit_learns_a_tag_from_few_examples():
     tags = [["python"]] * 3 + [["java"]] * 3 + [["elixir"]] * 3
     model = TagModel(cv_folds=3, min_df=1).fit(titles, tags)
     assert model.predict(["elixir genserver timeout"])[0].tags[0] == "elixir"
+
+
+def test_character_grams_are_scikit_learns_char_wb():
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    title = "\uff2dy  C++ code\tin mysqli_query( a"
+    reference = CountVectorizer(analyzer="char_wb", ngram_range=(4, 4), lowercase=False)
+    assert char_grams(title, 4) == reference.build_analyzer()(normalize_title(title))
 
 
 def test_fit_rejects_mismatched_inputs():
