@@ -47,6 +47,21 @@ class StageConflict(ValueError):
     """A stage change that makes no sense for the rollout as it stands (answered 409)."""
 
 
+TRIGGERS = ("gate", "evidence", "manual")
+"""What can change a rollout's stage: a gate pass, live evidence, an operator."""
+
+DURING_ROLLOUT = frozenset(
+    {
+        "tagloop_rollout_stage",
+        "tagloop_rollout_corrections",
+        "tagloop_rollout_online_precision",
+        "tagloop_rollout_online_recall",
+        "tagloop_rollout_agreement",
+    }
+)
+"""Series labelled by the candidate's version: they exist only while a rollout has one."""
+
+
 class RolloutMetrics:
     """Stage and online quality per version in rollout: only the base and the candidate are
     ever labelled, and the labels are cleared when a rollout ends or another starts."""
@@ -64,6 +79,10 @@ class RolloutMetrics:
             ["stage", "trigger"],
             registry=registry,
         )
+        # Every (stage, trigger) series from 0, so increase() sees the first change too.
+        for stage in Stage:
+            for trigger in TRIGGERS:
+                self.changes.labels(str(stage), trigger)
         self.corrections = Gauge(
             "tagloop_rollout_corrections",
             "Corrections scored for both models in the current stage.",

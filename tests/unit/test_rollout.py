@@ -13,12 +13,14 @@ import pytest
 from flask.testing import FlaskClient
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
 
 from inference_service import rollout as replica_rollout
 from inference_service.app import create_app
 from inference_service.config import InferenceSettings
 from inference_service.model_holder import LoadedModel
 from inference_service.runtime import Runtime
+from learning_service.rollout import DURING_ROLLOUT, RolloutMetrics
 from learning_service.rollout_policy import Evidence, RolloutSettings, decide
 from tagloop.domain.data import LabeledData
 from tagloop.domain.messages import (
@@ -37,6 +39,7 @@ from tagloop.domain.rollout import (
     in_canary,
     title_point,
 )
+from tests.fixtures.observability import referenced_metrics
 
 POLICY = RolloutSettings(
     enabled=True,
@@ -315,3 +318,20 @@ def test_without_a_candidate_the_served_model_answers_everything(replica, test_d
     assert response.headers["X-Model-Version"] == served.version
     metrics = client.get("/metrics").get_data(as_text=True)
     assert f'model_version="{served.version}",stage="full"' in metrics
+
+
+def test_a_rollout_exports_every_rollout_series_the_dashboard_and_alerts_query() -> None:
+    registry = CollectorRegistry()
+    metrics = RolloutMetrics(registry)
+    before = {metric.name for metric in registry.collect() if metric.samples}
+    evidence = Evidence()
+    evidence.add(["python"], ["python", "list"], ["python"])
+    metrics.changed(record(Stage.CANARY), "evidence")
+    metrics.observed(record(Stage.CANARY), evidence)
+    exported = {sample.name for metric in registry.collect() for sample in metric.samples}
+    queried = {name for name in referenced_metrics() if name.startswith("tagloop_rollout_")}
+    assert queried and queried <= exported
+    # Only the candidate-labelled series wait for a rollout; the change counter starts at 0.
+    assert {name for name in queried if name.removesuffix("_total") not in before} <= (
+        DURING_ROLLOUT
+    )
