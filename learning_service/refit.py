@@ -294,6 +294,7 @@ class Refitter(threading.Thread):
             self.store.rows(snapshot),
             self.settings.new_tag_min_support,
             self.settings.new_tag_min_annotators,
+            self.settings.training_window,
         )
         train, validated = split_training(
             data.train, self.store.rows(snapshot), self.settings.data_dir
