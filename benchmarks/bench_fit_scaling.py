@@ -25,7 +25,7 @@ and data/feedback.tsv as 5,000 corrections, fitted with and without the window.
 TAGLOOP_TRAIN_DATA (the freshness run in docs/model.md "Training window").
 
 Run only the new parts: flock /work/wt/bench.lock python benchmarks/bench_fit_scaling.py
---settings window --quality
+--settings window --quality 20000 15000
 """
 
 from __future__ import annotations
@@ -135,7 +135,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--window", type=int, default=DEFAULT_TRAINING_WINDOW)
     parser.add_argument("--settings", choices=sorted({s for _, s in RUNS}), action="append")
-    parser.add_argument("--quality", action="store_true", help="and the window's quality cost")
+    parser.add_argument(
+        "--quality", type=int, nargs="*", metavar="WINDOW", help="quality cost of these windows"
+    )
     parser.add_argument("--write-corpus", type=Path, help="write the 92k corpus here and stop")
     args = parser.parse_args()
     if args.write_corpus:
@@ -152,8 +154,8 @@ def main() -> None:
             results["fits"].append(fit_run(copies, settings, args.window))
             print(results["fits"][-1], flush=True)
             write(results)  # after every fit: a long run still leaves what it measured
-    if args.quality:
-        results["quality"] = [quality(None), quality(args.window)]
+    if args.quality is not None:
+        results["quality"] = [quality(window) for window in [None, *args.quality]]
         write(results)
     print(render(results))
 
