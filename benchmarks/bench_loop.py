@@ -188,9 +188,10 @@ def write_csv(rows: list[Row], path: Path) -> None:
 
 
 def trend(rows: list[Row], metric: str) -> float:
-    """Least-squares slope of `metric` per 1,000 corpus rows: one refit's noise averages out."""
+    """Least-squares slope of `metric` per 1,000 corrections: one refit's noise averages out.
+    (Per correction, not per corpus row: with a training window the corpus stops growing.)"""
     slope = statistics.linear_regression(
-        [item.training_rows for item in rows], [getattr(item, metric) for item in rows]
+        [item.feedback_sent for item in rows], [getattr(item, metric) for item in rows]
     ).slope
     return slope * 1000
 
@@ -215,7 +216,7 @@ def summary(rows: list[Row]) -> dict[str, Any]:
 
 
 def write_markdown(
-    rows: list[Row], batch: int, facts: dict[str, Any], base_port: int, path: Path
+    rows: list[Row], batch: int, facts: dict[str, Any], base_port: int, stack_env: str, path: Path
 ) -> None:
     host = machine()
     p50, worst = facts["freshness_p50"], facts["freshness_max"]
@@ -224,8 +225,9 @@ def write_markdown(
     lines = [
         "# Continuous-learning benchmark",
         "",
-        f"Command: `{command()}` against `TAGLOOP_FEEDBACK_RATE=1000 TAGLOOP_FEEDBACK_BURST=1000"
-        f" ./dev up{ports}` (fresh state, every other setting at its default) — {host['date']},",
+        f"Command: `{command()}` against `{stack_env}TAGLOOP_FEEDBACK_RATE=1000"
+        f" TAGLOOP_FEEDBACK_BURST=1000 ./dev up{ports}` (fresh state, every other setting at its"
+        f" default) — {host['date']},",
         f"{host['cpu']}, {host['cores']} cores, Python {host['python']},"
         f" load average {host['load_average_1m']} at the end.",
         "",
@@ -274,7 +276,7 @@ def plot(rows: list[Row], batch: int, path: Path) -> None:
     figure, (macro, others, freshness) = plt.subplots(
         3, 1, figsize=(9, 10), sharex=True, height_ratios=(3, 2, 2)
     )
-    corpus = [item.training_rows for item in rows]
+    corpus = [item.feedback_sent for item in rows]
     macro.plot(corpus, [item.f1_macro for item in rows], marker=".", label="F1 macro")
     first, last = corpus[0], corpus[-1]
     fit = statistics.linear_regression(corpus, [item.f1_macro for item in rows])
@@ -288,7 +290,7 @@ def plot(rows: list[Row], batch: int, path: Path) -> None:
     refused = [item for item in rows if not item.promoted]
     if refused:
         macro.scatter(
-            [item.training_rows for item in refused],
+            [item.feedback_sent for item in refused],
             [item.f1_macro for item in refused],
             marker="x",
             color="black",
@@ -309,14 +311,14 @@ def plot(rows: list[Row], batch: int, path: Path) -> None:
         axes.legend(loc="best", fontsize="small")
     fresh = [item for item in rows if item.freshness_seconds is not None]
     freshness.bar(
-        [item.training_rows for item in fresh],
+        [item.feedback_sent for item in fresh],
         [item.freshness_seconds for item in fresh],
         width=batch * 0.6,
         color="tab:green",
     )
     freshness.axhline(FRESHNESS_TARGET, color="tab:red", linestyle="--", label="target p50")
     freshness.set_ylabel("freshness (s)")
-    freshness.set_xlabel("training corpus rows (bootstrap + accepted corrections)")
+    freshness.set_xlabel("corrections sent")
     freshness.set_title(f"From the {batch}-th correction's 202 to both replicas serving")
     freshness.grid(alpha=0.3)
     freshness.legend(loc="upper left", fontsize="small")
@@ -331,6 +333,13 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=5000, help="corrections to replay")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per batch")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--stack-env",
+        nargs="*",
+        default=[],
+        metavar="NAME=VALUE",
+        help="settings the stack was started with, recorded in loop.md",
+    )
     args = parser.parse_args()
     stack = Stack(args.base_port)
     rows, batch = replay(stack, args.limit, args.timeout)
@@ -341,7 +350,8 @@ def main() -> None:
         raise SystemExit("bench_loop: no candidate was promoted; nothing to report")
     args.out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, args.out / "loop.csv")
-    write_markdown(rows, batch, facts, args.base_port, args.out / "loop.md")
+    stack_env = "".join(f"{setting} " for setting in args.stack_env)
+    write_markdown(rows, batch, facts, args.base_port, stack_env, args.out / "loop.md")
     plot(rows, batch, args.out / "loop.png")
     print(
         f"F1 macro {facts['f1_first']:.4f} -> {facts['f1_last']:.4f}"

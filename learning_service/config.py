@@ -23,6 +23,9 @@ from tagloop.settings import (
 MIN_ADMIN_TOKEN_LENGTH = 16
 MIN_REJECT_LOG_BYTES = 256 * 1024
 """Room for a few entries of the largest size (a 64 KiB payload, base64)."""
+DEFAULT_TRAINING_WINDOW = 20_000
+"""Rows; chosen by measurement (docs/model.md "Training window")."""
+MIN_TRAINING_WINDOW = 1_000
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,10 @@ class LearnerSettings:
     # Copy feedback.csv to the bucket this often (0: never; the cloud sets it).
     backup_interval_seconds: float = 0.0
     rollout: RolloutSettings = field(default_factory=RolloutSettings)
+    training_window: int | None = DEFAULT_TRAINING_WINDOW
+    """TAGLOOP_TRAINING_WINDOW: the most rows a fit trains on (corrections first, then a fixed
+    sample of the bootstrap corpus; `learning_service.training.within_window`), so a refit's
+    cost stops growing with the corpus; 0 in the environment: no window."""
 
     def require_signer(self) -> Signer:
         signer = self.keys.signer()
@@ -131,4 +138,16 @@ class LearnerSettings:
             ),
             backup_interval_seconds=env_float(env, "TAGLOOP_BACKUP_INTERVAL_SECONDS", 0.0),
             rollout=RolloutSettings.from_env(env),
+            training_window=training_window(env),
         )
+
+
+def training_window(env: Mapping[str, str]) -> int | None:
+    """TAGLOOP_TRAINING_WINDOW, None for 0 (no window); a tiny window is refused, as it would
+    train on the last few corrections alone."""
+    rows = env_int(env, "TAGLOOP_TRAINING_WINDOW", DEFAULT_TRAINING_WINDOW, minimum=0)
+    if 0 < rows < MIN_TRAINING_WINDOW:
+        raise ConfigError(
+            f"TAGLOOP_TRAINING_WINDOW must be 0 (no window) or at least {MIN_TRAINING_WINDOW}"
+        )
+    return rows or None

@@ -294,6 +294,7 @@ class Refitter(threading.Thread):
             self.store.rows(snapshot),
             self.settings.new_tag_min_support,
             self.settings.new_tag_min_annotators,
+            self.settings.training_window,
         )
         train, validated = split_training(
             data.train, self.store.rows(snapshot), self.settings.data_dir
@@ -327,6 +328,7 @@ class Refitter(threading.Thread):
                         "version": version,
                         "trigger": trigger,
                         "feedback_rows": snapshot,
+                        "training_window": self.settings.training_window,
                         "held_back_tags": len(data.held_back),
                         "new_tag_slice_rows": len(data.new_tag_slice),
                         "test_data_sha256": self.test_digest,

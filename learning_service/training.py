@@ -16,6 +16,11 @@ The training set is the bootstrap corpus plus the accepted corrections:
   the same corrections stay held out from fit to fit) is held out of
   training: the gate judges the new tag on that slice, since the test set
   cannot contain it.
+- A training window (`window` rows, TAGLOOP_TRAINING_WINDOW) bounds what a
+  refit costs however large the corpus grows: when the rows exceed it, the
+  corrections come first (newest first, up to the window) and a fixed sample
+  of the bootstrap corpus fills the rest (`within_window`). A corpus within
+  the window trains exactly as without one.
 
 `fit_candidate` and `score_bundle` are the worker's entry points: plain
 functions of picklable arguments, importing the scikit-learn stack lazily so
@@ -42,6 +47,9 @@ from tagloop.domain.text import normalize_title
 PARENT_CHECK_SECONDS = 0.5
 NEW_TAG_SLICE = 5
 """One in this many titles carrying a new tag is held out to judge it (the rest train)."""
+WINDOW_SEED = b"tagloop-training-window-v1\n"
+"""Seeds the bootstrap sample of a training window (`within_window`); changing it changes
+which bootstrap rows every windowed refit trains on."""
 
 
 @dataclass(frozen=True)
@@ -114,11 +122,37 @@ class TrainingSet:
 
 
 def _latest_per_title(feedback: Sequence[StoredFeedback]) -> dict[str, StoredFeedback]:
-    """The newest correction of each title (insertion order: the first time it was seen)."""
+    """The newest correction of each title, oldest first (a re-corrected title moves to the end,
+    so the window keeps the titles corrected most recently)."""
     latest: dict[str, StoredFeedback] = {}
     for row in feedback:
-        latest[normalize_title(row.title)] = row
+        key = normalize_title(row.title)
+        latest.pop(key, None)
+        latest[key] = row
     return latest
+
+
+def _sample_rank(title: str) -> bytes:
+    """A title's fixed place in the bootstrap sample: a seeded hash, the same in every refit
+    and every process, so a smaller fill is a subset of a larger one and successive refits
+    train on (nearly) the same bootstrap rows."""
+    return hashlib.sha256(WINDOW_SEED + normalize_title(title).encode()).digest()
+
+
+def within_window(bootstrap: Corpus, corrections: Corpus, window: int | None) -> Corpus:
+    """At most `window` rows: every correction that fits (`corrections` oldest first, so the
+    newest are kept) and the bootstrap rows of lowest `_sample_rank` filling the rest, each
+    part in its original order. Within the window (or with none): `bootstrap + corrections`."""
+    if window is None or len(bootstrap) + len(corrections) <= window:
+        return Corpus(bootstrap.titles + corrections.titles, bootstrap.tags + corrections.tags)
+    first_correction = max(0, len(corrections) - window)
+    fill = window - (len(corrections) - first_correction)
+    ranked = sorted(range(len(bootstrap)), key=lambda i: _sample_rank(bootstrap.titles[i]))
+    sample = sorted(ranked[:fill])
+    return Corpus(
+        [bootstrap.titles[i] for i in sample] + corrections.titles[first_correction:],
+        [bootstrap.tags[i] for i in sample] + corrections.tags[first_correction:],
+    )
 
 
 def _in_new_tag_slice(title_key: str) -> bool:
@@ -130,28 +164,31 @@ def training_corpus(
     feedback: Sequence[StoredFeedback],
     min_support: int,
     min_annotators: int = 1,
+    window: int | None = None,
 ) -> TrainingSet:
     """Bootstrap rows not overridden by a correction + the newest correction per title,
-    minus held-back tags, minus the new-tag slice."""
+    minus held-back tags, minus the new-tag slice; at most `window` rows (`within_window`)."""
     known = bootstrap.vocabulary()
     latest = _latest_per_title(feedback)
     support = NewTagSupport(known, min_support, min_annotators)
     for row in latest.values():
         support.add(row.title, row.tags, row.annotator)
-    train = Corpus([], [])
+    kept_bootstrap = Corpus([], [])
     for title, tags in zip(bootstrap.titles, bootstrap.tags, strict=True):
         if normalize_title(title) not in latest:
-            train.titles.append(title)
-            train.tags.append(tags)
+            kept_bootstrap.titles.append(title)
+            kept_bootstrap.tags.append(tags)
+    corrections = Corpus([], [])
     held_out = Corpus([], [])
     for key, row in latest.items():
         kept = [tag for tag in row.tags if support.eligible(tag)]
         if not kept:
             continue
         new = any(tag not in known for tag in kept)
-        target = held_out if new and _in_new_tag_slice(key) else train
+        target = held_out if new and _in_new_tag_slice(key) else corrections
         target.titles.append(row.title)
         target.tags.append(kept)
+    train = within_window(kept_bootstrap, corrections, window)
     return TrainingSet(train, held_out, support.held_back())
 
 
