@@ -39,8 +39,7 @@ pytestmark = pytest.mark.slow
 
 MIN_CORRECTIONS = 12
 ROLLBACK_SECONDS = 15.0
-ROLLOUT_ENV = {
-    "TAGLOOP_ROLLOUT_ENABLED": "true",
+ROLLOUT_ENV = {  # with `tagloop up --rollout` (the stack sets TAGLOOP_ROLLOUT_ENABLED itself)
     "TAGLOOP_ROLLOUT_CANARY_FRACTION": "0.5",
     "TAGLOOP_ROLLOUT_SHADOW_MIN_CORRECTIONS": str(MIN_CORRECTIONS),
     "TAGLOOP_ROLLOUT_CANARY_MIN_CORRECTIONS": str(MIN_CORRECTIONS),
@@ -55,7 +54,7 @@ ROLLOUT_ENV = {
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, small_corpus: Path) -> Iterator[StackProcess]:
     var = tmp_path_factory.mktemp("rollout") / "var"
-    with StackProcess(var, env={**loop_env(small_corpus), **ROLLOUT_ENV}) as up:
+    with StackProcess(var, env={**loop_env(small_corpus), **ROLLOUT_ENV}, rollout=True) as up:
         yield up
 
 
