@@ -425,15 +425,24 @@ class Registry:
             )
         return metadata
 
+    def _signed_json(self, key: str, purpose: str) -> tuple[Any, str] | None:
+        """The JSON document at `key`, its signature checked for `purpose`, and where it
+        lives (for errors); None when the object does not exist."""
+        try:
+            document = self._get_json(key, f"read {key}", _Absent)
+        except _Absent:
+            return None
+        where = f"s3://{self.bucket}/{key}"
+        self._verify(purpose, document, where)
+        return document, where
+
     def current_pointer(self) -> Pointer | None:
         """models/current.json (verified when this registry has trusted keys), or None before
         the first promotion."""
-        try:
-            document = self._get_json(CURRENT_KEY, f"read {CURRENT_KEY}", _Absent)
-        except _Absent:
+        found = self._signed_json(CURRENT_KEY, POINTER_PURPOSE)
+        if found is None:
             return None
-        where = f"s3://{self.bucket}/{CURRENT_KEY}"
-        self._verify(POINTER_PURPOSE, document, where)
+        document, where = found
         if not isinstance(document, dict) or not isinstance(document.get("version"), str):
             raise CorruptObject(f'{where}: expected {{"version": str}}')
         try:
@@ -548,12 +557,10 @@ class Registry:
     def rollout_record(self) -> RolloutRecord | None:
         """models/rollout.json (verified when this registry has trusted keys), or None before
         the first staged rollout."""
-        try:
-            document = self._get_json(ROLLOUT_KEY, f"read {ROLLOUT_KEY}", _Absent)
-        except _Absent:
+        found = self._signed_json(ROLLOUT_KEY, ROLLOUT_PURPOSE)
+        if found is None:
             return None
-        where = f"s3://{self.bucket}/{ROLLOUT_KEY}"
-        self._verify(ROLLOUT_PURPOSE, document, where)
+        document, where = found
         try:
             return RolloutRecord.from_dict(document)
         except InvalidRecord as error:
