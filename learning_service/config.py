@@ -26,6 +26,8 @@ MIN_REJECT_LOG_BYTES = 256 * 1024
 DEFAULT_TRAINING_WINDOW = 20_000
 """Rows; chosen by measurement (docs/model.md "Training window")."""
 MIN_TRAINING_WINDOW = 1_000
+DEFAULT_FIT_JOBS = 2
+"""Threads of a fit: both cores of a small machine (docs/learning.md "Fit threads")."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,9 @@ class LearnerSettings:
     """TAGLOOP_TRAINING_WINDOW: the most rows a fit trains on (corrections first, then a fixed
     sample of the bootstrap corpus; `learning_service.training.within_window`), so a refit's
     cost stops growing with the corpus; 0 in the environment: no window."""
+    fit_jobs: int = DEFAULT_FIT_JOBS
+    """TAGLOOP_FIT_JOBS: threads fitting the per-tag SVMs in the fit worker (`TagModel.n_jobs`);
+    1 leaves the other cores to replicas on the same machine and makes fits reproducible."""
 
     def require_signer(self) -> Signer:
         signer = self.keys.signer()
@@ -139,6 +144,7 @@ class LearnerSettings:
             backup_interval_seconds=env_float(env, "TAGLOOP_BACKUP_INTERVAL_SECONDS", 0.0),
             rollout=RolloutSettings.from_env(env),
             training_window=training_window(env),
+            fit_jobs=env_int(env, "TAGLOOP_FIT_JOBS", DEFAULT_FIT_JOBS, minimum=1, maximum=64),
         )
 
 

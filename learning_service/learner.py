@@ -11,6 +11,7 @@ from learning_service.agreement import Agreement
 from learning_service.backup import Backup
 from learning_service.broadcast import Broadcaster
 from learning_service.config import LearnerSettings
+from learning_service.fit_worker import FitWorker
 from learning_service.ingest import Ingestor
 from learning_service.metrics import LearnerMetrics
 from learning_service.refit import Refitter
@@ -38,7 +39,14 @@ def load_corpus(path: Path) -> Corpus:
 class Learner:
     """Owns the threads; `stop()` lets the ingest loop finish (store + ack) its batch."""
 
-    def __init__(self, settings: LearnerSettings, bus: Bus, registry: Registry) -> None:
+    def __init__(
+        self,
+        settings: LearnerSettings,
+        bus: Bus,
+        registry: Registry,
+        worker: FitWorker | None = None,
+    ) -> None:
+        """`worker`: a fit worker `serve` may have started already (else one is made)."""
         self.settings = settings
         self.bus = bus
         self.registry = registry
@@ -73,6 +81,7 @@ class Learner:
             bootstrap,
             test,
             self.stop_event,
+            worker,
         )
         self.rollout = Rollout(
             settings.rollout,
@@ -123,11 +132,11 @@ class Learner:
         self.metrics.ready.set_function(lambda: float(all(self.readiness().values())))
 
     @classmethod
-    def from_settings(cls, settings: LearnerSettings) -> Learner:
+    def from_settings(cls, settings: LearnerSettings, worker: FitWorker | None = None) -> Learner:
         registry = Registry.from_settings(
             settings.common, signer=settings.require_signer(), trusted=settings.keys.trusted()
         )
-        return cls(settings, Bus(settings.common.gcp_project), registry)
+        return cls(settings, Bus(settings.common.gcp_project), registry, worker)
 
     def _stored(self, rows: list[StoredFeedback]) -> None:
         """New corrections: the refit schedule and the rollout's evidence both count them."""
@@ -147,7 +156,7 @@ class Learner:
         self.refitter.notify()
         self.broadcaster.wake()
         self.rollout.wake()
-        self.refitter.kill_worker()
+        self.refitter.worker.kill()  # abandon a running fit (its samples are durable)
         for thread in (self.ingestor, self.refitter, self.rollout, self.broadcaster):
             if thread.is_alive():
                 thread.join(timeout)

@@ -28,14 +28,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import multiprocessing
-import os
 import shutil
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
 from pathlib import Path
@@ -43,6 +40,7 @@ from typing import Any, TypeVar
 
 from learning_service.broadcast import Broadcaster
 from learning_service.config import LearnerSettings
+from learning_service.fit_worker import FitWorker
 from learning_service.gate import best_promoted, gate
 from learning_service.metrics import LearnerMetrics
 from learning_service.retry import Stopped, retry
@@ -52,7 +50,6 @@ from learning_service.training import (
     fit_candidate,
     score_bundle,
     training_corpus,
-    worker_init,
 )
 from learning_service.validated import score_candidate, split_training
 from tagloop.channels.registry import (
@@ -110,6 +107,7 @@ class Refitter(threading.Thread):
         bootstrap: Corpus,
         test: Corpus,
         stop: threading.Event,
+        worker: FitWorker | None = None,
     ) -> None:
         super().__init__(name="refitter", daemon=True)
         self.settings = settings
@@ -125,7 +123,7 @@ class Refitter(threading.Thread):
         self.work_dir = settings.data_dir / "work"
         self._wake = threading.Condition()
         self._commit_lock = threading.Lock()
-        self._pool: ProcessPoolExecutor | None = None
+        self.worker = worker or FitWorker()
         # Guarded by _wake:
         self.loaded = False
         self.mark = 0  # feedback rows the last fit started with
@@ -173,18 +171,11 @@ class Refitter(threading.Thread):
             self.last_decision = self._decision_summary(metadata)
         return metadata
 
-    def kill_worker(self) -> None:
-        """Abandon a running fit at shutdown (its samples are durable; the next start refits).
-
-        The fit worker is this process's only multiprocessing child.
-        """
-        for child in multiprocessing.active_children():
-            child.kill()
-
     # --- the thread -------------------------------------------------------------
 
     def run(self) -> None:
         try:
+            self.worker.start()  # its imports overlap reading the registry
             self._load_state()
             while True:
                 snapshot, trigger = self._next_fit()
@@ -192,8 +183,7 @@ class Refitter(threading.Thread):
         except Stopped:
             log.info("refitter stopped")
         finally:
-            if self._pool is not None:
-                self._pool.shutdown(wait=False, cancel_futures=True)
+            self.worker.shutdown()
 
     def _retry(self, operation: str, action: Callable[[], T]) -> T:
         return retry(operation, action, self.stop, self.metrics.retries)
@@ -318,7 +308,7 @@ class Refitter(threading.Thread):
         try:
             started = time.monotonic()
             try:
-                candidate = self._in_worker(
+                candidate = self.worker.call(
                     fit_candidate,
                     data,
                     self.bootstrap_tags,
@@ -333,8 +323,9 @@ class Refitter(threading.Thread):
                         "new_tag_slice_rows": len(data.new_tag_slice),
                         "test_data_sha256": self.test_digest,
                     },
+                    self.settings.fit_jobs,
                 )
-                candidate["validated"] = self._in_worker(
+                candidate["validated"] = self.worker.call(
                     score_candidate, str(work), candidate["sha256"], validated
                 )
             except (Stopped, BrokenProcessPool):
@@ -356,34 +347,14 @@ class Refitter(threading.Thread):
                 self.fit_in_progress = False
             self.metrics.fit_in_progress.set(0)
 
-    def _worker(self) -> ProcessPoolExecutor:
-        """The fit worker: one spawned process, importing scikit-learn as it starts."""
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                1,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=worker_init,
-                initargs=(os.getpid(),),
-            )
-        return self._pool
-
     def _warm_up(self) -> None:
-        """Spawn the worker now, so that the first fit does not pay for its start-up."""
+        """Wait for the worker's start, so that the first fit does not pay for it."""
         try:
-            self._in_worker(os.getpid)
+            self.worker.ready()
         except BrokenProcessPool:
             if self.stop.is_set():
                 raise Stopped("warm-up") from None
             log.exception("the fit worker died while starting; the next fit starts another")
-
-    def _in_worker(self, function: Callable[..., T], *args: Any) -> T:
-        try:
-            return self._worker().submit(function, *args).result()
-        except BrokenProcessPool:
-            assert self._pool is not None
-            self._pool.shutdown(wait=False)
-            self._pool = None
-            raise
 
     def _commit(self, version: str, work: Path, candidate: dict[str, Any]) -> None:
         """Gate against the best promoted model, store the candidate, maybe promote it."""
@@ -463,7 +434,7 @@ class Refitter(threading.Thread):
         try:
             if not self._retry("registry.fetch", fetch):
                 return None
-            return self._in_worker(score_bundle, str(bundle), metadata["sha256"], self.test)
+            return self.worker.call(score_bundle, str(bundle), metadata["sha256"], self.test)
         except (Stopped, BrokenProcessPool):
             raise
         except Exception:

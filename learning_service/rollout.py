@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -35,10 +35,11 @@ from learning_service.retry import Stopped, retry
 from learning_service.rollout_policy import Evidence, RolloutSettings, decide
 from learning_service.store import StoredFeedback
 from tagloop.channels.registry import CorruptObject, Registry, Untrusted, VersionNotFound
-from tagloop.domain.bundle import load_bundle
 from tagloop.domain.messages import StageChange, utc_now
-from tagloop.domain.model import TagModel
 from tagloop.domain.rollout import RolloutRecord, Stage
+
+if TYPE_CHECKING:  # scikit-learn: loaded with the first rollout, not at the learner's start
+    from tagloop.domain.model import TagModel
 
 log = logging.getLogger(__name__)
 
@@ -288,6 +289,8 @@ class Rollout(threading.Thread):
 
     def _load(self, record: RolloutRecord) -> None:
         """Fetch the base and candidate models (verified by the registry) for scoring."""
+        from tagloop.domain.bundle import load_bundle
+
         self.work_dir.mkdir(parents=True, exist_ok=True)
 
         def fetch(version: str) -> TagModel:

@@ -210,16 +210,21 @@ def worker_init(parent_pid: int) -> None:
 
 
 def fit_candidate(
-    data: TrainingSet, known_tags: set[str], test: Corpus, out_dir: str, metadata: dict[str, Any]
+    data: TrainingSet,
+    known_tags: set[str],
+    test: Corpus,
+    out_dir: str,
+    metadata: dict[str, Any],
+    fit_jobs: int = 2,
 ) -> dict[str, Any]:
-    """Fit on `data.train`, save the bundle to `out_dir`, score it on `test` (and its new
-    tags on `data.new_tag_slice`); returns its metadata."""
+    """Fit on `data.train` with `fit_jobs` threads, save the bundle to `out_dir`, score it on
+    `test` (and its new tags on `data.new_tag_slice`); returns its metadata."""
     from tagloop.domain.bundle import save_bundle
     from tagloop.domain.evaluation import evaluate_with_tags, new_tag_report
     from tagloop.domain.model import TagModel
 
     started = time.perf_counter()
-    model = TagModel().fit(data.train.titles, data.train.tags)
+    model = TagModel(n_jobs=fit_jobs).fit(data.train.titles, data.train.tags)
     fitted = time.perf_counter()
     metrics, tags = evaluate_with_tags(model, test.titles, test.tags)
     new_tags = new_tag_report(

@@ -1,4 +1,9 @@
-"""Scoring a model on a labelled set: the figures the promotion gate and dashboards use."""
+"""Scoring a model on a labelled set: the figures the promotion gate and dashboards use.
+
+SciPy and scikit-learn are imported where they are used: the learner's own
+process reads METRIC_NAMES at start-up and must not pay for them (it never
+scores a model itself; its fit worker does).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
-from scipy.stats import rankdata
-from sklearn.preprocessing import MultiLabelBinarizer
 
 METRIC_NAMES = (
     "accuracy",
@@ -60,6 +63,8 @@ def _binarized(
     model: Scorer, titles: Sequence[str], tags: Sequence[Sequence[str]]
 ) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
     """Label space, truth, chosen tags and scores as (titles x labels) matrices."""
+    from sklearn.preprocessing import MultiLabelBinarizer
+
     labels = sorted(set(model.classes_.tolist()).union(*map(set, tags)))
     binarizer = MultiLabelBinarizer(classes=labels).fit([])
     truth = binarizer.transform(tags).astype(bool)
@@ -115,6 +120,8 @@ def average_precision(truth: np.ndarray, scores: np.ndarray) -> float:
 def roc_auc(truth: np.ndarray, scores: np.ndarray) -> float:
     """ROC AUC for one tag as the Mann-Whitney statistic (ties count half), which is what
     scikit-learn's roc_auc_score computes."""
+    from scipy.stats import rankdata
+
     positives = int(truth.sum())
     negatives = truth.size - positives
     rank_sum = float(rankdata(scores)[truth].sum())

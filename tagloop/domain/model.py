@@ -21,19 +21,17 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import TYPE_CHECKING
 
 import numpy as np
-from joblib import Parallel, delayed
-from scipy import sparse
-from sklearn.base import BaseEstimator
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.isotonic import IsotonicRegression
-from sklearn.model_selection import KFold
-from sklearn.pipeline import FeatureUnion
-from sklearn.preprocessing import MultiLabelBinarizer
-from sklearn.svm import LinearSVC
 
 from tagloop.domain.text import analyze, char_grams
+
+if TYPE_CHECKING:  # training only: imported where it fits (see TagModel)
+    from scipy import sparse
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.pipeline import FeatureUnion
+    from sklearn.svm import LinearSVC
 
 _THRESHOLD_GRID = np.linspace(-1.5, 1.0, 101)  # margin steps of 0.025
 CHAR_MARK = "c:"
@@ -53,9 +51,25 @@ def _fit_binary(
     X: sparse.csr_matrix, y: np.ndarray, C: float, random_state: int
 ) -> LinearSVC | None:
     """One tag's SVM; None for a tag without both classes (it gets a constant margin)."""
+    from sklearn.svm import LinearSVC
+
     if y.min() == y.max():
         return None
     return LinearSVC(C=C, max_iter=2000, random_state=random_state).fit(X, y)
+
+
+def _stacked_weights(
+    svms: Sequence[LinearSVC | None], n_features: int, Y: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The per-tag SVMs' weights as one (n_features, n_tags) matrix, and their intercepts;
+    a tag without an SVM gets zero weights and a constant margin (always / never)."""
+    coef = np.zeros((n_features, Y.shape[1]))
+    intercept = np.where(Y[0] == 1, 1.0, -1.0)
+    for j, svm in enumerate(svms):
+        if svm is not None:
+            coef[:, j] = svm.coef_.ravel()
+            intercept[j] = svm.intercept_[0]
+    return coef, intercept
 
 
 def _best_f1_threshold(
@@ -87,6 +101,8 @@ def _isotonic_knots(centered: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np
     increasing between the outermost knots (so close margins get distinct
     scores instead of ties).
     """
+    from sklearn.isotonic import IsotonicRegression
+
     if y.min() == y.max():
         return np.array([0.0]), np.array([float(y[0])])
     isotonic = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(centered, y)
@@ -97,8 +113,14 @@ def _isotonic_knots(centered: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np
     return knots_x.astype(np.float64), knots_y.astype(np.float64)
 
 
-class TagModel(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no type hints
+class TagModel:
     """Multi-label tagger following scikit-learn's estimator conventions.
+
+    Not a subclass of scikit-learn's BaseEstimator, and scikit-learn is imported
+    only by the training methods: a replica (or the learner's own process) that
+    loads a bundle and scores titles needs NumPy alone, and importing
+    scikit-learn (which brings SciPy's statistics and pandas) cost every replica
+    about 2 CPU-seconds of start-up.
 
     C: SVM regularisation. min_df: drop n-grams seen in fewer titles.
     char_ngram: length of the character n-grams added to the word features (0: words only).
@@ -110,6 +132,7 @@ class TagModel(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
     threshold_prior: pseudo-titles pulling each tag's threshold toward the global one,
         so a rare tag's few positives cannot set it alone.
     max_tags: at most this many tags are chosen per title.
+    n_jobs: threads fitting the per-tag SVMs (the learner passes TAGLOOP_FIT_JOBS).
     """
 
     def __init__(
@@ -138,24 +161,34 @@ class TagModel(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
 
     # -- training -----------------------------------------------------------------
 
-    def _fit_svms(
-        self, X: sparse.csr_matrix, Y: np.ndarray
-    ) -> tuple[list[LinearSVC | None], np.ndarray, np.ndarray]:
-        """One SVM per tag, and their weights stacked into (n_features, n_tags)."""
-        # liblinear releases the GIL, so threads parallelise without copying X.
-        svms = Parallel(n_jobs=self.n_jobs, prefer="threads")(
-            delayed(_fit_binary)(X, Y[:, j], self.C, self.random_state) for j in range(Y.shape[1])
+    def _fit_svm_sets(
+        self, sets: Sequence[tuple[sparse.csr_matrix, np.ndarray]]
+    ) -> list[tuple[list[LinearSVC | None], np.ndarray, np.ndarray]]:
+        """For each (X, Y): one SVM per tag, and their weights stacked into (n_features, n_tags).
+
+        Every (set, tag) fit goes into one thread pool of `n_jobs` threads, so the final fit
+        and the out-of-fold fits share the cores without a pause between them (liblinear
+        releases the GIL, so threads parallelise without copying X). liblinear draws from one
+        process-wide random generator, so with more than one thread the fits' draws interleave
+        and weights differ in the last digits from run to run (F1 does not move); `n_jobs=1`
+        fits are bit-for-bit reproducible.
+        """
+        from joblib import Parallel, delayed
+
+        tasks = [(X, Y[:, j]) for X, Y in sets for j in range(Y.shape[1])]
+        svms: list[LinearSVC | None] = Parallel(n_jobs=self.n_jobs, prefer="threads")(
+            delayed(_fit_binary)(X, y, self.C, self.random_state) for X, y in tasks
         )
-        coef = np.zeros((X.shape[1], Y.shape[1]))
-        intercept = np.where(Y[0] == 1, 1.0, -1.0)  # constant tags: always / never
-        for j, svm in enumerate(svms):
-            if svm is not None:
-                coef[:, j] = svm.coef_.ravel()
-                intercept[j] = svm.intercept_[0]
-        return svms, coef, intercept
+        stacked = []
+        for X, Y in sets:
+            mine, svms = svms[: Y.shape[1]], svms[Y.shape[1] :]
+            stacked.append((mine, *_stacked_weights(mine, X.shape[1], Y)))
+        return stacked
 
     def _vectorizer(self) -> FeatureUnion:
         """Word TF-IDF, then (optionally) character n-gram TF-IDF, each l2-normalised."""
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.pipeline import FeatureUnion
 
         def tfidf(analyzer: Callable[[str], list[str]]) -> TfidfVectorizer:
             return TfidfVectorizer(
@@ -167,30 +200,38 @@ class TagModel(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
             parts.append(("chars", tfidf(partial(char_grams, n=self.char_ngram))))
         return FeatureUnion(parts)
 
-    def _out_of_fold(self, X: sparse.csr_matrix, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Out-of-fold margins (and labels) of at most `calibration_rows` rows."""
+    def _calibration_folds(
+        self, X: sparse.csr_matrix, Y: np.ndarray
+    ) -> tuple[sparse.csr_matrix, np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+        """At most `calibration_rows` rows (and labels), and their (train, held-out) folds,
+        for the out-of-fold margins."""
+        from sklearn.model_selection import KFold
+
         rng = np.random.default_rng(self.random_state)
         rows = np.arange(X.shape[0])
         if rows.size > self.calibration_rows:
             rows = np.sort(rng.choice(rows.size, size=self.calibration_rows, replace=False))
         X, Y = X[rows], Y[rows]
-        oof = np.zeros(Y.shape)
         folds = KFold(self.cv_folds, shuffle=True, random_state=self.random_state)
-        for train_rows, held_out in folds.split(X):
-            _, w, b = self._fit_svms(X[train_rows], Y[train_rows])
-            oof[held_out] = X[held_out] @ w + b
-        return oof, Y
+        return X, Y, list(folds.split(X))
 
     def fit(self, titles: Sequence[str], tags: Sequence[Sequence[str]]) -> TagModel:
         if len(titles) != len(tags) or not titles:
             raise ValueError("titles and tags must be non-empty and of equal length")
+        from sklearn.preprocessing import MultiLabelBinarizer
+
         vectorizer = self._vectorizer()
         X = vectorizer.fit_transform(titles).tocsr()
         binarizer = MultiLabelBinarizer()
         Y = binarizer.fit_transform(tags)
 
-        self.estimators_, coef, intercept = self._fit_svms(X, Y)
-        oof, oof_Y = self._out_of_fold(X, Y)
+        oof_X, oof_Y, folds = self._calibration_folds(X, Y)
+        (self.estimators_, coef, intercept), *fold_fits = self._fit_svm_sets(
+            [(X, Y), *((oof_X[train], oof_Y[train]) for train, _ in folds)]
+        )
+        oof = np.zeros(oof_Y.shape)
+        for (_, held_out), (_, w, b) in zip(folds, fold_fits, strict=True):
+            oof[held_out] = oof_X[held_out] @ w + b
         self.thresholds_ = self._thresholds(oof, oof_Y)
         self.calibration_ = self._calibration(oof - self.thresholds_, oof_Y)
 

@@ -3,8 +3,11 @@
 `tagloop up` checks the ports, writes a supervisord configuration under the
 var directory, starts supervisord in its own session (so Ctrl+C reaches only
 `up`, which then asks supervisord for an orderly shutdown), starts the parts
-in two stages (the emulator and S3; then the learner, the UI and the replicas
-at once) and waits until each answers its readiness probe. Supervisor,
+in two stages (the emulator and S3; then the UI and the replicas) and waits
+until each answers its readiness probe. The learner starts with the first
+stage (`Program.early`): its first model is the longest way to "ready", and
+it retries the emulator and S3 until they answer, as it does in a cluster,
+where nothing orders the start. Supervisor,
 not this code, restarts a part that dies (`autorestart=true`), as Compose
 and Kubernetes would. This module is the plan, light to import (`tagloop
 --help`); `tagloop_dev.stack.run` runs it.
@@ -39,9 +42,10 @@ DEFAULT_BASE_PORT = 8000
 DEFAULT_REPLICAS = 2
 MAX_REPLICAS = 9  # replica ports base+1..base+9 stay below the learner's base+10
 OFFSETS = {"ui": 80, "learning": 10, "pubsub": 85, "s3": 333}
-# Supervisor groups, in start order: the emulator and S3; then the learner, the UI and the
-# replicas together (a replica waits for the learner's first model on its own: it hears the
-# broadcast, or finds current.json on its next look; `up` creates the topics in between).
+# Supervisor groups, in start order: the emulator and S3 (and the learner: `Program.early`);
+# then the UI and the replicas together (a replica waits for the learner's first model on its
+# own: it hears the broadcast, or finds current.json on its next look; `up` creates the topics
+# in between). supervisord stops them in reverse order.
 STAGES = ("infra", "services")
 MARKER = ".tagloop-stack"  # written by `up`: `reset` wipes only directories that carry it
 # `--pubsub`: the project's emulator (default) or Google's, from the gcloud SDK.
@@ -114,6 +118,13 @@ class Program:
     port: int
     stage: int  # parts of one stage start together once the previous stage is ready
     probe: str  # "grpc", "s3" or "http" (GET /readyz)
+    early: bool = False
+    """Start with the first stage, not with its own (which still sets the stop order and
+    waits for it to be ready): for a part that retries what it needs until it answers."""
+
+    @property
+    def start_stage(self) -> int:
+        return 0 if self.early else self.stage
 
     @property
     def supervisor_name(self) -> str:
@@ -231,6 +242,8 @@ class Stack:
                 ports.learning,
                 stage=1,
                 probe="http",
+                # Its imports, corpus and fit worker overlap the emulator's and S3's start.
+                early=True,
             ),
             Program(
                 "ui",

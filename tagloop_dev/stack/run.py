@@ -1,7 +1,8 @@
 """`tagloop up` in the foreground: start the plan of `tagloop_dev.stack.config` stage by stage.
 
 Each stage's parts start together once the previous stage answers its
-readiness probes; a part that supervisor gives up on, or that is not ready by
+readiness probes (an `early` part starts with the first stage and is waited
+for with its own); a part that supervisor gives up on, or that is not ready by
 the deadline, stops the whole stack with the end of its log. SIGINT/SIGTERM
 (Ctrl+C) lead to an orderly supervisord shutdown.
 """
@@ -118,9 +119,7 @@ def _wait_stage(
     started: float,
     out: TextIO,
 ) -> None:
-    """Start one stage's programs and poll until all are ready; StackError with the log if not."""
-    for program in stage:
-        supervisor.start(program.supervisor_name)
+    """Poll until one stage's (started) programs are ready; StackError with the log if not."""
     waiting = list(stage)
     while waiting:
         if supervisord.poll() is not None:
@@ -172,6 +171,9 @@ def up(stack: Stack, timeout: float = 300.0, out: TextIO = sys.stdout) -> int:
             probes = Probes(stack, env_str(os.environ, "TAGLOOP_S3_BUCKET", "tagloop-models"))
             programs = stack.programs()
             for stage in sorted({program.stage for program in programs}):
+                for program in programs:
+                    if program.start_stage == stage:
+                        supervisor.start(program.supervisor_name)
                 members = [program for program in programs if program.stage == stage]
                 _wait_stage(stack, supervisor, supervisord, probes, members, deadline, started, out)
                 if stage == 0:
