@@ -30,6 +30,7 @@ the learner's own process stays light.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import threading
@@ -50,6 +51,20 @@ NEW_TAG_SLICE = 5
 WINDOW_SEED = b"tagloop-training-window-v1\n"
 """Seeds the bootstrap sample of a training window (`within_window`); changing it changes
 which bootstrap rows every windowed refit trains on."""
+WORKER_IMPORTS = (
+    "tagloop.domain.bundle",
+    "tagloop.domain.evaluation",
+    # What the model's fit and the evaluation import where they use it (so that serving
+    # never loads scikit-learn): here as the worker starts, not in its first fit.
+    "joblib",
+    "scipy.stats",
+    "sklearn.feature_extraction.text",
+    "sklearn.isotonic",
+    "sklearn.model_selection",
+    "sklearn.pipeline",
+    "sklearn.preprocessing",
+    "sklearn.svm",
+)
 
 
 @dataclass(frozen=True)
@@ -193,7 +208,8 @@ def training_corpus(
 
 
 def worker_init(parent_pid: int) -> None:
-    """Fit-worker initializer: exit when the learner dies, and import scikit-learn up front.
+    """Fit-worker initializer: exit when the learner dies, and import scikit-learn up front
+    (`WORKER_IMPORTS`).
 
     A SIGKILLed learner cannot tell its worker to stop, and the worker would
     otherwise wait on its task queue forever; so it watches its parent.
@@ -205,8 +221,8 @@ def worker_init(parent_pid: int) -> None:
         os._exit(1)
 
     threading.Thread(target=watch_parent, name="watch-parent", daemon=True).start()
-    import tagloop.domain.bundle
-    import tagloop.domain.evaluation  # noqa: F401
+    for module in WORKER_IMPORTS:
+        importlib.import_module(module)
 
 
 def fit_candidate(
