@@ -37,6 +37,9 @@ def log_tail(path: Path, lines: int = 30) -> str:
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+POLL_SECONDS = 0.25
+"""Between two rounds of readiness probes: a round costs the starting parts CPU (HTTP, and
+supervisord's XML-RPC for each part not ready yet) that their start-up needs more."""
 
 
 class Probes:
@@ -47,6 +50,7 @@ class Probes:
 
         self.stack = stack
         self.bucket = bucket
+        self._http = requests.Session()  # one kept-alive connection per part, not one per probe
         self._s3 = make_s3_client(
             stack.url(stack.ports.s3),
             access_key=DEFAULT_ACCESS_KEY,
@@ -64,7 +68,7 @@ class Probes:
                 self._s3.head_bucket(Bucket=self.bucket)
                 return True
             url = f"{self.stack.url(program.port)}/readyz"
-            return requests.get(url, timeout=2.0).status_code == 200
+            return self._http.get(url, timeout=2.0).status_code == 200
         except Exception:  # any failure means "not ready yet"
             return False
 
@@ -141,7 +145,7 @@ def _wait_stage(
         if waiting and time.monotonic() > deadline:
             raise StackError(_failure(stack, waiting[0], "not ready in time"))
         if waiting:
-            time.sleep(0.1)
+            time.sleep(POLL_SECONDS)
 
 
 def _failure(stack: Stack, program: Program, what: str) -> str:
