@@ -176,7 +176,11 @@ def timed_up(
 
 def ready_lines(log: Path) -> list[str]:
     """`tagloop up`'s own lines: when each part answered its readiness probe."""
-    return [line.strip() for line in log.read_text().splitlines() if "ready" in line]
+    return [
+        line.strip()
+        for line in log.read_text().splitlines()
+        if " ready " in line or " alive " in line
+    ]
 
 
 def progress(results: dict[str, float]) -> None:
@@ -292,7 +296,8 @@ def markdown(
         "is timed to the line `tagloop is ready at ...` (Pub/Sub emulator, S3, learner with",
         "its first model, both replicas, UI); its CPU seconds count every part from start",
         "to stop. The learner starts with the emulator and S3, the UI and the replicas once",
-        "those answer; the replicas load the first model when the learner broadcasts it.",
+        "those are ready and the learner is alive; the replicas load the first model when",
+        "the learner broadcasts it.",
         "",
         "| step | seconds | target |",
         "| --- | ---: | --- |",

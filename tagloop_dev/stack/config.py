@@ -7,7 +7,10 @@ in two stages (the emulator and S3; then the UI and the replicas) and waits
 until each answers its readiness probe. The learner starts with the first
 stage (`Program.early`): its first model is the longest way to "ready", and
 it retries the emulator and S3 until they answer, as it does in a cluster,
-where nothing orders the start. Supervisor,
+where nothing orders the start. The UI and the replicas start once it is
+alive (GET /healthz: imports done, corpus read, fit worker started), so that
+their imports do not take the two cores of a small machine from the
+learner's start; they are up before its first fit ends. Supervisor,
 not this code, restarts a part that dies (`autorestart=true`), as Compose
 and Kubernetes would. This module is the plan, light to import (`tagloop
 --help`); `tagloop_dev.stack.run` runs it.
@@ -120,7 +123,8 @@ class Program:
     probe: str  # "grpc", "s3" or "http" (GET /readyz)
     early: bool = False
     """Start with the first stage, not with its own (which still sets the stop order and
-    waits for it to be ready): for a part that retries what it needs until it answers."""
+    waits for it to be ready): for a part that retries what it needs until it answers. Later
+    stages start once it is alive (it answers GET /healthz)."""
 
     @property
     def start_stage(self) -> int:

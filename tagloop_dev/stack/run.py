@@ -1,8 +1,8 @@
 """`tagloop up` in the foreground: start the plan of `tagloop_dev.stack.config` stage by stage.
 
 Each stage's parts start together once the previous stage answers its
-readiness probes (an `early` part starts with the first stage and is waited
-for with its own); a part that supervisor gives up on, or that is not ready by
+readiness probes (an `early` part starts with the first stage, the next
+stages wait until it is alive, and it is waited for with its own); a part that supervisor gives up on, or that is not ready by
 the deadline, stops the whole stack with the end of its log. SIGINT/SIGTERM
 (Ctrl+C) lead to an orderly supervisord shutdown.
 """
@@ -59,6 +59,13 @@ class Probes:
             read_timeout=2.0,
             max_attempts=1,
         )
+
+    def alive(self, program: Program) -> bool:
+        """GET /healthz answers 200: the process has imported and loaded what it serves from."""
+        try:
+            return self._http.get(f"{self.stack.url(program.port)}/healthz", timeout=2.0).ok
+        except requests.RequestException:
+            return False
 
     def ready(self, program: Program) -> bool:
         try:
@@ -122,8 +129,11 @@ def _wait_stage(
     deadline: float,
     started: float,
     out: TextIO,
+    state: str = "ready",
 ) -> None:
-    """Poll until one stage's (started) programs are ready; StackError with the log if not."""
+    """Poll until the (started) programs of `stage` are ready (or, for state="alive", answer
+    at all); StackError with the log if not."""
+    probe = probes.alive if state == "alive" else probes.ready
     waiting = list(stage)
     while waiting:
         if supervisord.poll() is not None:
@@ -132,10 +142,10 @@ def _wait_stage(
                 + log_tail(stack.log_dir / "supervisord.log")
             )
         for program in list(waiting):
-            if probes.ready(program):
+            if probe(program):
                 waiting.remove(program)
                 print(
-                    f"  {program.name:<12} ready on port {program.port}"
+                    f"  {program.name:<12} {state} on port {program.port}"
                     f" ({time.monotonic() - started:.1f} s)",
                     file=out,
                     flush=True,
@@ -175,6 +185,12 @@ def up(stack: Stack, timeout: float = 300.0, out: TextIO = sys.stdout) -> int:
             probes = Probes(stack, env_str(os.environ, "TAGLOOP_S3_BUCKET", "tagloop-models"))
             programs = stack.programs()
             for stage in sorted({program.stage for program in programs}):
+                # The early parts' own start first: the later stages' imports would take the
+                # cores from it (see tagloop_dev.stack.config).
+                early = [program for program in programs if program.early and stage > 0]
+                _wait_stage(
+                    stack, supervisor, supervisord, probes, early, deadline, started, out, "alive"
+                )
                 for program in programs:
                     if program.start_stage == stage:
                         supervisor.start(program.supervisor_name)
