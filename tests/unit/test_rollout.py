@@ -39,6 +39,7 @@ from tagloop.domain.rollout import (
     in_canary,
     title_point,
 )
+from tests.fixtures.model import FitModel
 from tests.fixtures.observability import referenced_metrics
 
 POLICY = RolloutSettings(
@@ -246,12 +247,12 @@ def test_stage_changes_share_the_model_topic_with_updates() -> None:
 
 
 @pytest.fixture(scope="module")
-def worse_model(train_data: LabeledData) -> TagModel:
+def worse_model(train_data: LabeledData, fit_model: FitModel) -> TagModel:
     """A candidate trained on shuffled labels: it disagrees with the real model."""
     rows = 2000
     shuffled = list(train_data.tags[:rows])
     random.Random(3).shuffle(shuffled)
-    return TagModel().fit(train_data.titles[:rows], shuffled)
+    return fit_model(TagModel(), train_data.titles[:rows], shuffled)
 
 
 def loaded(model: TagModel, version: str) -> LoadedModel:
