@@ -15,13 +15,14 @@ is the SVM's.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -158,6 +159,11 @@ class TagModel:
         self.max_tags = max_tags
         self.n_jobs = n_jobs
         self.random_state = random_state
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor's arguments by name, as scikit-learn's `get_params` gives them."""
+        names = inspect.signature(type(self).__init__).parameters
+        return {name: getattr(self, name) for name in names if name != "self"}
 
     # -- training -----------------------------------------------------------------
 
