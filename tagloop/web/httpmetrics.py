@@ -40,6 +40,9 @@ DURATION = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+ROUTE = "tagloop.route"
+"""WSGI environ key: the route template of a request a plain WSGI handler answered
+(no Flask request, hence no matched rule); the `endpoint` label then."""
 
 
 def install(app: Flask) -> None:
@@ -62,7 +65,7 @@ class _Measured:
 
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             rule = getattr(environ.get("werkzeug.request"), "url_rule", None)
-            endpoint = rule.rule if rule is not None else "unmatched"
+            endpoint = rule.rule if rule is not None else environ.get(ROUTE, "unmatched")
             method = environ.get("REQUEST_METHOD", "")
             method = method if method in _METHODS else "OTHER"
             _duration(endpoint, method).observe(time.perf_counter() - started)
