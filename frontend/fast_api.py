@@ -101,7 +101,7 @@ class FastApi:
         if route is None or method not in ROUTES[route] or length is None:
             return self.app(environ, start_response)
         started = time.perf_counter()
-        environ[httpmetrics.ROUTE] = API_ENDPOINT
+        environ[httpmetrics.ROUTE_KEY] = API_ENDPOINT
         upstream: str | None = None
         try:
             body = environ["wsgi.input"].read(length) if length else b""

@@ -100,7 +100,7 @@ def _send(app: Flask, caplog: pytest.LogCaptureFixture, method: str, path: str, 
         Counter(_normalised(n, v) for n, v in response.headers.items()),
         {name: value for name, value in after.items() if value},
         log,
-        httpmetrics.ROUTE in environs[0],
+        httpmetrics.ROUTE_KEY in environs[0],
     )
 
 
