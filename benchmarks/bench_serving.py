@@ -6,6 +6,8 @@ gthread worker, TAGLOOP_WORKERS x TAGLOOP_THREADS, keep-alive, preload):
 - bare:        a bare Flask endpoint returning a predict-like JSON body (bare_flask.py);
 - replica:     `POST /api/predict` on a real replica (`tagloop serve inference`);
 - ui+replica:  the same through the UI server's `/api/*` proxy (`tagloop serve ui`);
+- ui+bare:     with `--ui-over-bare`, a second UI in front of the bare app: the UI hop
+  alone is its cost minus bare's;
 - replica / ui+replica under attack: the same while 20 slow-header and 100 idle
   connections are held against the server under test (tagloop_dev.slow_clients).
 
@@ -15,7 +17,7 @@ each alike. Server CPU per request is user+system time of every server process
 (gunicorn masters and workers, from /proc) over the phase divided by the
 requests wrk completed. Writes benchmarks/results/serving.md and .json.
 
-    flock /work/wt/bench.lock python benchmarks/bench_serving.py [--seconds 6] [--rounds 3]
+    flock /work/wt/bench.lock python benchmarks/bench_serving.py [--seconds 6] [--rounds 3] [--ui-over-bare]
 """
 
 from __future__ import annotations
@@ -180,25 +182,19 @@ def run(args: argparse.Namespace) -> dict[str, list[dict[str, float]]]:
             **replica_env(root, s3, emulator, args.workers),
             "TAGLOOP_THREADS": str(args.threads),
         }
-        replica_port, bare_port, ui_port = free_port(), free_port(), free_port()
+        replica_port, bare_port = free_port(), free_port()
         replica = start_replica(env, replica_port)
         stack.callback(stop, replica)
         bare = stack.enter_context(_bare(bare_port, args))
         ui_env = env | {
-            "TAGLOOP_UI_UPSTREAMS": f"http://127.0.0.1:{replica_port}",
             "TAGLOOP_UNLABELED_DATA": str(ROOT / "data" / "unlabeled.tsv"),
+            # One key for every UI here, so that the browser cookie below is good for each.
+            "TAGLOOP_UI_ANNOTATOR_SECRET": "bench-serving-" * 3,
         }
         ui_env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        ui = stack.enter_context(
-            serving(
-                [tagloop, "serve", "ui", "--host", "127.0.0.1", "--port", str(ui_port)],
-                ui_env,
-                f"http://127.0.0.1:{ui_port}/healthz",
-            )
-        )
         bare_url = f"http://127.0.0.1:{bare_port}"
         replica_url = f"http://127.0.0.1:{replica_port}"
-        ui_url = f"http://127.0.0.1:{ui_port}"
+        ui_url, ui = stack.enter_context(_ui(tagloop, ui_env, replica_url))
         phases = {
             "bare": (bare_url, [bare], None),
             "replica": (replica_url, [replica.pid], None),
@@ -206,6 +202,9 @@ def run(args: argparse.Namespace) -> dict[str, list[dict[str, float]]]:
             "replica under attack": (replica_url, [replica.pid], replica_url),
             "ui+replica under attack": (ui_url, [ui, replica.pid], ui_url),
         }
+        if args.ui_over_bare:
+            ui_bare_url, ui_bare = stack.enter_context(_ui(tagloop, ui_env, bare_url))
+            phases["ui+bare"] = (ui_bare_url, [ui_bare, bare], None)
         # Through the UI as a browser calls it: with the annotator cookie its first visit got.
         ui_script = root / "predict-ui.lua"
         ui_script.write_text(WRK_SCRIPT + f'wrk.headers["Cookie"] = "{browser_cookie(ui_url)}"\n')
@@ -218,6 +217,18 @@ def run(args: argparse.Namespace) -> dict[str, list[dict[str, float]]]:
                 results[name].append(phase(url + "/api/predict", pids, scripts[name], args, attack))
                 print(round_, name, json.dumps(results[name][-1]), flush=True)
     return results
+
+
+@contextmanager
+def _ui(tagloop: str, env: dict[str, str], upstream: str) -> Iterator[tuple[str, int]]:
+    """A UI server in front of `upstream`; yields its URL and pid."""
+    port = free_port()
+    with serving(
+        [tagloop, "serve", "ui", "--host", "127.0.0.1", "--port", str(port)],
+        env | {"TAGLOOP_UI_UPSTREAMS": upstream},
+        f"http://127.0.0.1:{port}/healthz",
+    ) as pid:
+        yield f"http://127.0.0.1:{port}", pid
 
 
 @contextmanager
@@ -339,6 +350,9 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument(
+        "--ui-over-bare", action="store_true", help="also measure a UI in front of the bare app"
+    )
     args = parser.parse_args()
     limiter = limiter_cost()
     results = run(args)

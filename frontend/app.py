@@ -6,6 +6,7 @@ page can forbid every other source (`default-src 'self'`) and work offline.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from pathlib import Path
@@ -13,24 +14,17 @@ from pathlib import Path
 from flask import Flask, Response, g, jsonify, request, send_from_directory
 from prometheus_client import Counter
 
+from frontend.edge import Edge, log_request
+from frontend.fast_api import FastApi, relayed, upstream_failure
 from frontend.history import install_history
-from frontend.proxy import ROUTES, UpstreamError, UpstreamPool
+from frontend.proxy import ROUTES, UpstreamError, UpstreamPool, exact_route
 from frontend.rollout_view import install_rollout_view
 from frontend.second_opinions import SecondOpinions
 from frontend.settings import UISettings
 from frontend.tag_rules import tag_rules
 from tagloop.web import httpmetrics
-from tagloop.web.annotators import (
-    ANNOTATOR_HEADER,
-    COOKIE_MAX_AGE_SECONDS,
-    COOKIE_NAME,
-    AnnotatorCookies,
-    address_annotator,
-    identity_annotator,
-)
 from tagloop.web.api import (
     ApiError,
-    error_response,
     install_json_errors,
     install_security_headers,
     keep_json_key_order,
@@ -56,8 +50,6 @@ PAGE_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=(), usb=()",
 }
-COOKIE_CHECKED = "tagloop.annotator_cookie"
-"""WSGI environ key holding the request's verified cookie id (or None)."""
 QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
 
 UPSTREAM_ATTEMPTS = Counter(
@@ -67,8 +59,13 @@ UPSTREAM_ATTEMPTS = Counter(
 )
 
 
+@functools.cache  # upstreams and outcomes are few: each child is looked up once
+def _attempts(upstream: str, outcome: str) -> Counter:
+    return UPSTREAM_ATTEMPTS.labels(upstream, outcome)
+
+
 def _count_attempt(upstream: str, outcome: str) -> None:
-    UPSTREAM_ATTEMPTS.labels(upstream, outcome).inc()
+    _attempts(upstream, outcome).inc()
 
 
 def _query_int(name: str, default: int, minimum: int, maximum: int) -> int:
@@ -87,16 +84,11 @@ def _query_int(name: str, default: int, minimum: int, maximum: int) -> int:
 
 
 def _known_route() -> str:
-    """The request's path if it is an inference route exactly as sent, else a 404 or 405.
-
-    The path is compared as the client wrote it (before percent-decoding), so
-    an encoded or dot-segment path can never be turned into another route.
-    """
-    raw = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI") or request.path
-    path = raw.partition("?")[0]
-    methods = ROUTES.get(path)
-    if methods is None or path != request.path:
+    """The request's path if it is an inference route exactly as sent, else a 404 or 405."""
+    path = exact_route(request.environ)
+    if path is None:
         raise ApiError(404, "not_found", "no such API route")
+    methods = ROUTES[path]
     if request.method not in methods:
         raise ApiError(
             405, "method_not_allowed", "method not allowed", {"Allow": ", ".join(sorted(methods))}
@@ -104,19 +96,32 @@ def _known_route() -> str:
     return path
 
 
-def create_app(settings: UISettings, titles: list[str], pool: UpstreamPool | None = None) -> Flask:
-    """Build the app; `titles` is the queue (loaded once by the caller, shared by workers)."""
+def create_app(
+    settings: UISettings,
+    titles: list[str],
+    pool: UpstreamPool | None = None,
+    *,
+    fast_api: bool = True,
+) -> Flask:
+    """Build the app; `titles` is the queue (loaded once by the caller, shared by workers).
+
+    `fast_api=False` leaves every `/api/*` request to the Flask route, the
+    reference the plain WSGI path is tested against (frontend/fast_api.py).
+    """
     app = Flask(__name__, static_folder=str(STATIC_DIR), static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     keep_json_key_order(app)
-    if settings.proxy.enabled:
-        app.wsgi_app = TrustedProxyFix(app.wsgi_app, settings.proxy)  # type: ignore[method-assign]
     upstreams = pool or UpstreamPool(
         settings.upstreams,
         settings.upstream_timeout_seconds,
         pool_size=settings.threads,
         on_attempt=_count_attempt,
     )
+    edge = Edge(settings.annotator_secret, settings.identity_header)
+    if fast_api:
+        app.wsgi_app = FastApi(app.wsgi_app, upstreams, edge, MAX_BODY_BYTES)  # type: ignore[method-assign]
+    if settings.proxy.enabled:
+        app.wsgi_app = TrustedProxyFix(app.wsgi_app, settings.proxy)  # type: ignore[method-assign]
     client_config = {
         "model_poll_seconds": settings.model_poll_seconds,
         "queue_size": len(titles),
@@ -127,36 +132,13 @@ def create_app(settings: UISettings, titles: list[str], pool: UpstreamPool | Non
     refuse_redirects(app)
     httpmetrics.install(app)
     install_security_headers(app, csp=PAGE_CSP, extra=PAGE_HEADERS)
-    cookies = AnnotatorCookies(settings.annotator_secret)
     learner = SecondOpinions(settings.learner_url) if settings.learner_url else None
-
-    def annotator() -> str:
-        """The trusted proxy's user, else this browser's signed cookie, else the address."""
-        if settings.identity_header and request.headers.get(settings.identity_header):
-            return identity_annotator(request.headers[settings.identity_header])
-        return cookie_annotator() or address_annotator(request.remote_addr)
-
-    def cookie_annotator() -> str | None:
-        """This request's verified cookie id, checked once (the proxy and the hook both ask)."""
-        environ = request.environ
-        if COOKIE_CHECKED not in environ:
-            environ[COOKIE_CHECKED] = cookies.verify(request.cookies.get(COOKIE_NAME))
-        checked: str | None = environ[COOKIE_CHECKED]
-        return checked
 
     @app.after_request
     def give_annotator_id(response: Response) -> Response:
         """Every browser gets an anonymous id on its first visit (or after a forged one)."""
-        if request.path not in QUIET_ROUTES and not cookie_annotator():
-            response.set_cookie(
-                COOKIE_NAME,
-                cookies.issue(),
-                max_age=COOKIE_MAX_AGE_SECONDS,
-                path="/",
-                secure=request.scheme == "https",
-                httponly=True,
-                samesite="Strict",
-            )
+        if request.path not in QUIET_ROUTES and not edge.cookie_annotator(request.environ):
+            response.headers.add("Set-Cookie", edge.new_cookie(request.environ))
         return response
 
     @app.before_request
@@ -167,19 +149,13 @@ def create_app(settings: UISettings, titles: list[str], pool: UpstreamPool | Non
     def finish(response: Response) -> Response:
         route = request.url_rule.rule if request.url_rule else "unmatched"
         seconds = time.perf_counter() - g.get("started", time.perf_counter())
-        log.log(
-            logging.DEBUG if route in QUIET_ROUTES else logging.INFO,
-            "%s %s %s",
+        log_request(
             request.method,
             request.path,
             response.status_code,
-            extra={
-                "method": request.method,
-                "path": request.path,
-                "status": response.status_code,
-                "duration_ms": round(seconds * 1000, 2),
-                "upstream": g.get("upstream"),
-            },
+            seconds,
+            g.get("upstream"),
+            quiet=route in QUIET_ROUTES,
         )
         return response
 
@@ -214,7 +190,7 @@ def create_app(settings: UISettings, titles: list[str], pool: UpstreamPool | Non
     def second_opinions() -> Response:
         """Titles another annotator corrected and nobody else yet: the queue shows them first."""
         limit = _query_int("limit", 20, 1, MAX_QUEUE_PAGE)
-        titles = learner.titles(annotator(), limit) if learner else []
+        titles = learner.titles(edge.annotator(request.environ), limit) if learner else []
         return jsonify(items=titles)
 
     @app.route("/api/<path:rest>", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"])
@@ -223,21 +199,19 @@ def create_app(settings: UISettings, titles: list[str], pool: UpstreamPool | Non
         path = _known_route()
         if request.query_string:
             path += "?" + request.query_string.decode("latin-1")
-        forwarded = {
-            "X-Forwarded-For": request.remote_addr or "",
-            "X-Forwarded-Proto": request.scheme,
-            "X-Forwarded-Host": request.host,
-            ANNOTATOR_HEADER: annotator(),
-        }
+        environ = request.environ
         try:
             answer = upstreams.forward(
-                request.method, path, request.get_data(cache=False), request.headers, forwarded
+                request.method,
+                path,
+                request.get_data(cache=False),
+                environ,
+                edge.forwarded(environ),
             )
         except UpstreamError as error:
-            log.warning("no upstream answered %s %s: %s", request.method, path, error)
-            return error_response(error.status, error.code, error.message, {"Retry-After": "5"})
+            return upstream_failure(error, request.method, path)
         g.upstream = answer.upstream
-        return Response(answer.body, status=answer.status, headers=answer.headers)
+        return relayed(answer)
 
     @app.get("/healthz")
     def healthz() -> Response:

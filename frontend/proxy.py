@@ -18,10 +18,9 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-
-from werkzeug.datastructures import Headers
+from typing import Any
 
 from frontend.http1 import ConnectFailed, Upstream
 
@@ -41,9 +40,14 @@ SAFE_TO_REPEAT = frozenset(
     }
 )
 
-# Request headers worth passing on; everything else (cookies, auth of the UI
-# origin, hop-by-hop headers) stays at the edge.
-FORWARDED_REQUEST_HEADERS = ("Content-Type", "Accept", "Accept-Language", "X-Request-ID")
+# Request headers worth passing on, with the WSGI environ keys they arrive in; everything
+# else (cookies, auth of the UI origin, hop-by-hop headers) stays at the edge.
+FORWARDED_REQUEST_HEADERS = (
+    ("Content-Type", "CONTENT_TYPE"),
+    ("Accept", "HTTP_ACCEPT"),
+    ("Accept-Language", "HTTP_ACCEPT_LANGUAGE"),
+    ("X-Request-ID", "HTTP_X_REQUEST_ID"),
+)
 
 # Hop-by-hop headers (RFC 9110 §7.6.1) and those the WSGI server recomputes.
 DROPPED_RESPONSE_HEADERS = frozenset(
@@ -66,6 +70,19 @@ DROPPED_RESPONSE_HEADERS = frozenset(
 _UNSAFE_IN_HEADER = frozenset("\r\n\0")
 CONNECT_TIMEOUT_SECONDS = 2.0
 DOWN_SECONDS = 5.0
+
+
+def exact_route(environ: Mapping[str, Any]) -> str | None:
+    """The inference route the request names exactly as the client wrote it, else None.
+
+    The path is compared before percent-decoding (the server's raw request
+    URI) and must equal the decoded path Flask routes on, so an encoded or
+    dot-segment path can never be turned into another route.
+    """
+    decoded = "/" + environ.get("PATH_INFO", "").lstrip("/")  # Flask's `request.path`
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI") or decoded
+    path: str = raw.partition("?")[0]
+    return path if path in ROUTES and path == decoded else None
 
 
 class UpstreamError(Exception):
@@ -108,19 +125,25 @@ class UpstreamPool:
         self._on_attempt = on_attempt or (lambda upstream, outcome: None)
         self._clock = clock
         self._turn = itertools.count()
+        self._rotations = [
+            self.upstreams[start:] + self.upstreams[:start] for start in range(len(self.upstreams))
+        ]
         self._lock = threading.Lock()
         self._down_until: dict[str, float] = {}
 
-    def order(self) -> list[str]:
+    def order(self) -> Sequence[str]:
         """Upstreams to try for the next request: round-robin, recently failed ones last."""
+        rotated = self._rotations[next(self._turn) % len(self.upstreams)]  # atomic under the GIL
+        if not self._down_until:  # the usual case: no lock, nothing to sort
+            return rotated
         with self._lock:
-            start = next(self._turn) % len(self.upstreams)
             now = self._clock()
             down = {u for u, until in self._down_until.items() if until > now}
-        rotated = self.upstreams[start:] + self.upstreams[:start]
         return [u for u in rotated if u not in down] + [u for u in rotated if u in down]
 
     def _mark(self, upstream: str, healthy: bool) -> None:
+        if healthy and upstream not in self._down_until:
+            return  # the usual case: nothing to forget, no lock
         with self._lock:
             if healthy:
                 self._down_until.pop(upstream, None)
@@ -132,17 +155,19 @@ class UpstreamPool:
         method: str,
         path: str,
         body: bytes,
-        headers: Mapping[str, str] | Headers,
+        environ: Mapping[str, Any],
         forwarded: Mapping[str, str],
     ) -> Answer:
         """Send one request and return the first upstream answer.
 
         `path` is one of `ROUTES`, followed by the query string; of the
-        client's `headers` only the content-negotiation ones pass; `forwarded`
-        (X-Forwarded-*) is added as is.
+        client's headers (read from its WSGI `environ`) only the
+        content-negotiation ones pass; `forwarded` (X-Forwarded-*) is added as is.
         """
-        # Four lookups (case-insensitive on werkzeug's Headers), not a pass over all headers.
-        sent = [(n, v) for n in FORWARDED_REQUEST_HEADERS if (v := headers.get(n)) is not None]
+        # Four lookups, not a pass over all headers.
+        sent = [
+            (n, v) for n, key in FORWARDED_REQUEST_HEADERS if (v := environ.get(key)) is not None
+        ]
         sent.extend(forwarded.items())
         sent.append(("Accept-Encoding", "identity"))
         # Header values come from parsed requests, but a line break must never split one.

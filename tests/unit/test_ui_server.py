@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
-import threading
-from collections.abc import Iterator
 from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
@@ -30,25 +27,6 @@ from tagloop.web.forwarding import ProxyChain, parse_networks
 from tests.fixtures.pubsub import free_port
 
 TITLES = [f"title number {i}" for i in range(45)]
-
-
-@pytest.fixture(scope="module")
-def hang_up() -> Iterator[str]:
-    """An upstream that reads the request and closes the connection without answering."""
-    listener = socket.create_server(("127.0.0.1", 0))
-
-    def serve() -> None:
-        while True:
-            try:
-                connection, _ = listener.accept()
-            except OSError:
-                return
-            with connection:
-                connection.recv(65536)
-
-    threading.Thread(target=serve, daemon=True).start()
-    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    listener.close()
 
 
 def dead_upstream() -> str:
