@@ -46,7 +46,8 @@ class Prediction:
     tags: list[str]
     """The chosen tags, best first; never empty."""
     scores: list[tuple[str, float]]
-    """Every tag of the vocabulary with its score, best first."""
+    """Every tag of the vocabulary with its score, best first; with `predict(...,
+    alternatives=n)` only the chosen tags and the n best others, as a prefix of that list."""
 
 
 def _fit_binary(
@@ -282,17 +283,24 @@ class TagModel(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
         """Calibrated scores in [0, 1]: the estimated probability that each tag is right."""
         return self.calibrate(self.decision_function(titles) - self.thresholds_)
 
-    def predict(self, titles: Sequence[str]) -> list[Prediction]:
+    def predict(self, titles: Sequence[str], alternatives: int | None = None) -> list[Prediction]:
+        """`alternatives`: rank only the chosen tags and that many others (a server showing a
+        few suggestions need not turn every tag of the vocabulary into Python objects)."""
         centered = self.decision_function(titles) - self.thresholds_
         return [
-            self._prediction(row, scores)
+            self._prediction(row, scores, alternatives)
             for row, scores in zip(centered, self.calibrate(centered), strict=True)
         ]
 
-    def _prediction(self, centered: np.ndarray, scores: np.ndarray) -> Prediction:
+    def _prediction(
+        self, centered: np.ndarray, scores: np.ndarray, alternatives: int | None
+    ) -> Prediction:
         """Tags ranked by margin over threshold (the scores follow the same order); those at or
         above their threshold are chosen, at most max_tags, and always at least the best."""
+        chosen = max(1, min(int(np.count_nonzero(centered >= 0)), self.max_tags))
         order = np.argsort(-centered, kind="stable")
+        if alternatives is not None:
+            order = order[: chosen + alternatives]
         ranked = list(
             zip(
                 self.classes_[order].tolist(),
@@ -300,9 +308,7 @@ class TagModel(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
                 strict=True,
             )
         )
-        chosen = int(np.count_nonzero(centered >= 0))
-        tags = [tag for tag, _ in ranked[: max(1, min(chosen, self.max_tags))]]
-        return Prediction(tags=tags, scores=ranked)
+        return Prediction(tags=[tag for tag, _ in ranked[:chosen]], scores=ranked)
 
     def predict_tag_sets(self, titles: Sequence[str]) -> list[list[str]]:
         return [p.tags for p in self.predict(titles)]

@@ -40,6 +40,9 @@ DURATION = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+ROUTE_KEY = "tagloop.route"
+"""Environ key where a handler that answers without Flask routing (a plain WSGI route in
+front of the app) names its route template, the `endpoint` label Flask's rule would give."""
 
 
 def install(app: Flask) -> None:
@@ -50,8 +53,9 @@ def install(app: Flask) -> None:
 class _Measured:
     """WSGI middleware recording each answer as it starts (issue 19: no Flask hooks, no `g`).
 
-    The route template is the matched rule of the request Flask built for this
-    environ (werkzeug keeps it in `werkzeug.request` until the response has started).
+    The route template is the one a plain WSGI route put under `ROUTE_KEY`, else the
+    matched rule of the request Flask built for this environ (werkzeug keeps it in
+    `werkzeug.request` until the response has started).
     """
 
     def __init__(self, app: WSGIApplication) -> None:
@@ -61,8 +65,7 @@ class _Measured:
         started = time.perf_counter()
 
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            rule = getattr(environ.get("werkzeug.request"), "url_rule", None)
-            endpoint = rule.rule if rule is not None else "unmatched"
+            endpoint = environ.get(ROUTE_KEY) or _flask_route(environ)
             method = environ.get("REQUEST_METHOD", "")
             method = method if method in _METHODS else "OTHER"
             _duration(endpoint, method).observe(time.perf_counter() - started)
@@ -70,6 +73,11 @@ class _Measured:
             return start_response(status, headers, exc_info)
 
         return self.app(environ, start)
+
+
+def _flask_route(environ: WSGIEnvironment) -> str:
+    rule = getattr(environ.get("werkzeug.request"), "url_rule", None)
+    return rule.rule if rule is not None else "unmatched"
 
 
 # The label sets are bounded, so their children are looked up once, not per request.
