@@ -61,7 +61,7 @@ def answer(holder: ModelHolder, body: dict[str, Any]) -> tuple[str, str]:
     served = serving(holder)
     predictions, versions = rollout.predict(served, holder.candidate, titles, CANDIDATES)
     # Drift is measured against the served model's vocabulary and training mix.
-    drift.MONITOR.observe(served, titles, predictions)
+    drift.MONITOR.observe(served, predictions)
     results = [_result(*one) for one in zip(titles, predictions, versions, strict=True)]
     text = json.dumps(results[0] if single else {"predictions": results})
     return text, ", ".join(dict.fromkeys(versions))
