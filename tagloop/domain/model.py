@@ -327,10 +327,13 @@ class TagModel(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no ty
         order = np.argsort(-centered, kind="stable")
         if alternatives is not None:
             order = order[: chosen + alternatives]
+        # Scores to 4 decimals exactly as numpy's round(4) of their float64 values does
+        # (times 1e4, half to even, divided by 1e4), on Python floats: per title this
+        # replaces three numpy calls (see _features) with a few float operations.
         ranked = list(
             zip(
                 self.classes_[order].tolist(),
-                scores[order].astype(np.float64).round(4).tolist(),
+                [round(score * 10000.0) / 10000.0 for score in scores[order].tolist()],
                 strict=True,
             )
         )

@@ -34,6 +34,8 @@ def test_predictions_rank_every_tag_by_its_calibrated_score(trained_model, test_
         assert prediction.tags[0] == prediction.scores[0][0]
         best = list(trained_model.classes_).index(prediction.tags[0])
         assert row[best] == row.max(), "the first tag has the highest calibrated score"
+        rounded = row.astype(np.float64).round(4).tolist()  # what an answer shows
+        assert dict(prediction.scores) == dict(zip(trained_model.classes_, rounded, strict=True))
 
 
 @pytest.mark.parametrize("alternatives", [0, 1, 5, 200])
