@@ -2,7 +2,9 @@
 
 Request count and latency come from `tagloop.web.httpmetrics`, shared with the
 learner. Gauges say how to merge the workers' values: a dead worker's gauges
-disappear (`live*` modes, see `child_exit` in gunicorn.conf.py).
+disappear (`live*` modes, see `child_exit` in gunicorn.conf.py). The staged
+rollout's series (model time, shadow agreement, the candidate) are labelled
+by model version and stage; inference_service.rollout records them.
 """
 
 from __future__ import annotations
@@ -61,6 +63,28 @@ MODEL_UPDATES = Counter(
     "Model-update broadcasts received, by what was done with them.",
     ["outcome"],
 )
+MODEL_SECONDS = Histogram(
+    "tagloop_inference_model_duration_seconds",
+    "Model time per request, by model version and stage (full: the served model).",
+    ["model_version", "stage"],
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1),
+)
+SHADOW_COMPARED = Counter(
+    "tagloop_inference_shadow_compared_total",
+    "Titles the shadow candidate predicted beside the served model.",
+    ["model_version"],
+)
+SHADOW_AGREEMENT = Counter(
+    "tagloop_inference_shadow_agreement_sum_total",
+    "Sum of the Jaccard agreement of shadow and served tag sets (divide by compared).",
+    ["model_version"],
+)
+CANDIDATE_INFO = Gauge(
+    "tagloop_inference_candidate_info",
+    "1 for the candidate version and stage a process runs beside the served model.",
+    ["version", "stage"],
+    multiprocess_mode="livemax",
+)
 FEEDBACK_PUBLISHED = Counter(
     "tagloop_inference_feedback_published_total",
     "Feedback messages Pub/Sub confirmed (answered 202).",
@@ -84,6 +108,12 @@ FEEDBACK_RATE_LIMITED = Counter(
 def predictions(version: str, stage: str) -> Counter:
     """The per-version prediction counter, looked up once per version, not per request."""
     return PREDICTIONS.labels(version, stage)
+
+
+@functools.lru_cache(maxsize=16)
+def model_seconds(version: str, stage: str) -> Histogram:
+    """The per-version model-time histogram, looked up once per version, not per request."""
+    return MODEL_SECONDS.labels(version, stage)
 
 
 def record_swap(previous: str | None, version: str, loaded_at_unix: float, trigger: str) -> None:

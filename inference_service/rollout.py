@@ -18,19 +18,17 @@ reconciliation, as with current.json.
   the canary fraction, else to the served model; the answer names the model
   per title (and the X-Model-Version header every model that answered).
 
-Metrics are labelled by model version and stage (full for the served model),
-so only the served and the candidate versions ever appear.
+Metrics (defined in inference_service.metrics) are labelled by model version
+and stage (full for the served model), so only the served and the candidate
+versions ever appear.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-from prometheus_client import Counter, Gauge, Histogram
 
 from inference_service import metrics
 from inference_service.loader import ModelLoader
@@ -42,29 +40,6 @@ from tagloop.domain.rollout import RolloutRecord, Stage, canary_threshold, in_ca
 log = logging.getLogger(__name__)
 
 SERVED_STAGE = "full"
-
-MODEL_SECONDS = Histogram(
-    "tagloop_inference_model_duration_seconds",
-    "Model time per request, by model version and stage (full: the served model).",
-    ["model_version", "stage"],
-    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1),
-)
-SHADOW_COMPARED = Counter(
-    "tagloop_inference_shadow_compared_total",
-    "Titles the shadow candidate predicted beside the served model.",
-    ["model_version"],
-)
-SHADOW_AGREEMENT = Counter(
-    "tagloop_inference_shadow_agreement_sum_total",
-    "Sum of the Jaccard agreement of shadow and served tag sets (divide by compared).",
-    ["model_version"],
-)
-CANDIDATE_INFO = Gauge(
-    "tagloop_inference_candidate_info",
-    "1 for the candidate version and stage a process runs beside the served model.",
-    ["version", "stage"],
-    multiprocess_mode="livemax",
-)
 
 
 @dataclass(frozen=True)
@@ -82,17 +57,12 @@ class Candidate:
         return self.loaded.version
 
 
-@functools.lru_cache(maxsize=16)
-def _model_seconds(version: str, stage: str) -> Histogram:
-    return MODEL_SECONDS.labels(version, stage)
-
-
 def _timed(
     loaded: LoadedModel, stage: str, titles: Sequence[str], alternatives: int | None
 ) -> list[Prediction]:
     started = time.perf_counter()
     predictions = loaded.model.predict(titles, alternatives)
-    _model_seconds(loaded.version, stage).observe(time.perf_counter() - started)
+    metrics.model_seconds(loaded.version, stage).observe(time.perf_counter() - started)
     metrics.predictions(loaded.version, stage).inc(len(titles))
     return predictions
 
@@ -126,8 +96,8 @@ def _compare(version: str, shown: list[Prediction], shadow: list[Prediction]) ->
     for served, candidate in zip(shown, shadow, strict=True):
         a, b = set(served.tags), set(candidate.tags)
         total += len(a & b) / len(a | b) if a | b else 1.0
-    SHADOW_COMPARED.labels(version).inc(len(shown))
-    SHADOW_AGREEMENT.labels(version).inc(total)
+    metrics.SHADOW_COMPARED.labels(version).inc(len(shown))
+    metrics.SHADOW_AGREEMENT.labels(version).inc(total)
 
 
 class CandidateFollower:
@@ -170,8 +140,8 @@ class CandidateFollower:
         )
         self.holder.candidate = candidate
         if previous is not None:
-            CANDIDATE_INFO.labels(previous.version, str(previous.stage)).set(0)
-        CANDIDATE_INFO.labels(candidate.version, str(candidate.stage)).set(1)
+            metrics.CANDIDATE_INFO.labels(previous.version, str(previous.stage)).set(0)
+        metrics.CANDIDATE_INFO.labels(candidate.version, str(candidate.stage)).set(1)
         if previous is None or (previous.version, previous.stage) != (record.version, record.stage):
             log.info(
                 "running candidate %s in %s (%s)",
@@ -187,5 +157,5 @@ class CandidateFollower:
         if previous is None:
             return
         self.holder.candidate = None
-        CANDIDATE_INFO.labels(previous.version, str(previous.stage)).set(0)
+        metrics.CANDIDATE_INFO.labels(previous.version, str(previous.stage)).set(0)
         log.info("candidate %s no longer runs beside the served model", previous.version)

@@ -7,7 +7,6 @@ clean stop, SIGKILL for a crash).
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any, Self
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tagloop_dev.processes import ChildProcess, Launcher, free_port
+from tagloop_dev.processes import ChildLauncher, ChildProcess, free_port
 
 START_TIMEOUT = 60.0
 TAGLOOP = Path(sys.executable).with_name("tagloop")
@@ -49,7 +48,7 @@ def metric(text: str, name: str, **labels: str) -> float:
     return 0.0
 
 
-class LearnerProcess(Launcher):
+class LearnerProcess(ChildLauncher):
     """One learner process on a free port, configured by `env`, logging to `log_path`."""
 
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
@@ -58,11 +57,6 @@ class LearnerProcess(Launcher):
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self.child = serve_child("learning", self.port, env, log_path)
-
-    @property
-    def process(self) -> subprocess.Popen[bytes] | None:
-        """The running learner (None while stopped)."""
-        return self.child.process
 
     def start(self, ready: bool = True, timeout: float = START_TIMEOUT) -> Self:
         """Start, then wait for /healthz, or /readyz (a current model, the subscription pulled)."""
@@ -77,9 +71,6 @@ class LearnerProcess(Launcher):
             return requests.get(self.url + path, timeout=2).status_code == 200
         except requests.ConnectionError:
             return False
-
-    def output(self) -> str:
-        return self.child.output()
 
     def get(self, path: str) -> Any:
         """JSON of a GET (the text for /metrics); raises for an error status."""

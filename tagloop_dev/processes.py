@@ -245,3 +245,20 @@ def stop_on_signals(
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+class ChildLauncher(Launcher):
+    """A launcher around one ChildProcess (`child`, set by the subclass's __init__):
+    the emulators, S3Server, LearnerProcess and the test stack say how they start and
+    stop; what is running and what it logged are the child's."""
+
+    child: ChildProcess
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        """The running child (None while stopped)."""
+        return self.child.process
+
+    def output(self) -> str:
+        """What the child logged so far, when it logs to a file (for failure messages)."""
+        return self.child.output()

@@ -33,9 +33,9 @@ from tagloop.errors import TagloopError
 from tagloop.settings import env_str
 from tagloop_dev.processes import (
     ChildExited,
+    ChildLauncher,
     ChildNotReady,
     ChildProcess,
-    Launcher,
     Stop,
     stop_on_signals,
 )
@@ -113,7 +113,7 @@ def _free_port_pair(host: str, offset: int, avoid: set[int]) -> int:
     raise S3ServerError(f"no free pair of ports {offset} apart on {host}")
 
 
-class S3Server(Launcher):
+class S3Server(ChildLauncher):
     """One SeaweedFS process serving S3 on host:port, with its data under `data_dir`.
 
     `port=0` picks a free port. `log_path=None` lets SeaweedFS write to this
@@ -141,11 +141,6 @@ class S3Server(Launcher):
         self.secret_key = secret_key
         self.log_path = None if log_path is None else Path(log_path)
         self.child = ChildProcess("SeaweedFS", [], log_path=self.log_path)
-
-    @property
-    def process(self) -> subprocess.Popen[bytes] | None:
-        """The running SeaweedFS (None while stopped)."""
-        return self.child.process
 
     @property
     def endpoint_url(self) -> str:
@@ -183,10 +178,6 @@ class S3Server(Launcher):
             secret_key=self.secret_key,
             **options,
         )
-
-    def output(self) -> str:
-        """What SeaweedFS logged so far, when it logs to a file (for failure messages)."""
-        return self.child.output()
 
     def command(self) -> list[str]:
         """The `weed mini` command line; picks the internal ports (and the S3 port if 0)."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -21,10 +20,16 @@ from typing import Self
 
 import grpc
 
-from tagloop_dev.processes import ChildExited, ChildNotReady, ChildProcess, Launcher, free_port
+from tagloop_dev.processes import (
+    ChildExited,
+    ChildLauncher,
+    ChildNotReady,
+    ChildProcess,
+    free_port,
+)
 
 
-class EmulatorProcess(Launcher):
+class EmulatorProcess(ChildLauncher):
     """`python -m tagloop_dev.emulator` as a child process, restartable on the same port."""
 
     name = "pubsub emulator"
@@ -44,18 +49,9 @@ class EmulatorProcess(Launcher):
         self.child = ChildProcess(self.name, [], log_path=Path(self._log.name))
 
     @property
-    def process(self) -> subprocess.Popen[bytes] | None:
-        """The running emulator (None while stopped)."""
-        return self.child.process
-
-    @property
     def host(self) -> str:
         """The value for PUBSUB_EMULATOR_HOST."""
         return f"127.0.0.1:{self.port}"
-
-    def output(self) -> str:
-        """Everything the emulator logged so far (for failure messages)."""
-        return self.child.output()
 
     def command(self) -> list[str]:
         """The command line that runs this emulator on `self.port`."""

@@ -19,12 +19,12 @@ import pytest
 from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Page, expect
 
-from tagloop.channels.registry import Registry, new_version
+from tagloop.channels.registry import Registry
 from tagloop.domain.rollout import Stage
 from tagloop.learner_client import LearnerClient
 from tagloop_dev.s3server import S3Server
 from tests.fixtures.keys import model_signer
-from tests.fixtures.learning import ADMIN_TOKEN, LearnerStack
+from tests.fixtures.learning import ADMIN_TOKEN, LearnerStack, store_copy
 from tests.fixtures.pubsub import free_port
 from tests.fixtures.ui import UIServer, start_ui
 from tests.fixtures.wait import wait_until
@@ -49,12 +49,8 @@ def history(learner_stack: LearnerStack, s3_server: S3Server, tmp_path: Path) ->
     learner = learner_stack.learner(TAGLOOP_REFIT_EVERY="100000").start()
     registry = s3_server.registry(learner_stack.registry.bucket, signer=model_signer())
     bootstrap = learner.get("/api/status")["current_version"]
-    second = new_version()
-    bundle = registry.fetch(bootstrap, tmp_path / "bundle")
-    metadata = {**registry.get_metadata(bootstrap), "version": second}
-    metadata["decision"] = {"promoted": False, "reason": HELD_BACK}
-    metadata["metrics"] = {**metadata["metrics"], "f1_macro": metadata["metrics"]["f1_macro"] - 0.1}
-    registry.put_version(second, bundle, metadata)
+    held_back = {"promoted": False, "reason": HELD_BACK}
+    second = store_copy(registry, bootstrap, tmp_path, held_back, f1_macro_shift=-0.1)
     # No replica: the history page needs only the learner.
     with start_ui([f"http://127.0.0.1:{free_port()}"], TAGLOOP_UI_LEARNER_URL=learner.url) as ui:
         yield History(ui, registry, bootstrap, second, learner.url)

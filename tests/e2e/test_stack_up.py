@@ -12,16 +12,8 @@ from pathlib import Path
 
 from tagloop_dev.stack.config import supervisor_socket
 from tagloop_dev.stack.supervision import Supervisor
-from tests.fixtures.stack import StackProcess, free_base_port
+from tests.fixtures.stack import StackProcess, alive, free_base_port
 from tests.fixtures.wait import wait_until
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_ctrl_c_during_start_up_stops_every_part(tmp_path: Path) -> None:

@@ -27,7 +27,13 @@ from tagloop.channels.bus import Bus
 from tagloop.domain.messages import FEEDBACK_SCHEMA
 from tagloop.domain.tags import ALIASES, InvalidTag, normalize_tag
 from tagloop_dev.s3server import S3Server
-from tests.fixtures.inference import ModelPublisher, Replica, replica_env, start_replica
+from tests.fixtures.inference import (
+    ModelPublisher,
+    Replica,
+    inference_setup,
+    replica_env,
+    start_replica,
+)
 from tests.fixtures.keys import model_signer
 from tests.fixtures.pubsub import free_port, unique_project
 from tests.fixtures.s3 import unique_bucket
@@ -374,27 +380,21 @@ def test_no_model_yet_then_the_first_one_arrives(
     model_bundle: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    project, bucket = unique_project("ui-empty"), unique_bucket("ui-empty")
-    registry = s3_server.registry(bucket, signer=model_signer())
-    registry.ensure_bucket()
-    bus = Bus(project)
-    env = replica_env(
-        emulator_host=pubsub_emulator,
-        project=project,
-        s3=s3_server,
-        bucket=bucket,
-        cache_dir=tmp_path_factory.mktemp("ui-empty-cache"),
+    # No version published: the replica starts without a model.
+    with inference_setup(
+        s3_server,
+        pubsub_emulator,
+        model_bundle,
+        tmp_path_factory.mktemp("ui-empty-cache"),
+        publish_first=False,
         TAGLOOP_WORKERS="1",
         TAGLOOP_RECONCILE_SECONDS="1",
-    )
-    try:
+    ) as setup:
+        bus = setup.publisher.bus
         bus.ensure_topic(FEEDBACK_TOPIC)
         subscription = f"ui-test-{random.getrandbits(48):012x}"
         bus.ensure_subscription(FEEDBACK_TOPIC, subscription)
-        with (
-            start_replica(env, wait_ready=False) as replica,
-            start_ui([replica.base_url], TAGLOOP_UI_MODEL_POLL_SECONDS="0.5") as ui,
-        ):
+        with start_ui([setup.replica.base_url], TAGLOOP_UI_MODEL_POLL_SECONDS="0.5") as ui:
             page = ui_page
             page.goto(ui.base_url + "/")
             expect(page.locator("#model-error")).to_contain_text("No model is loaded yet")
@@ -413,14 +413,11 @@ def test_no_model_yet_then_the_first_one_arrives(
             assert (message["predicted_tags"], message["model_version"]) == ([], None)
 
             # The first model arrives: the panel shows it and predictions work again.
-            publisher = ModelPublisher(registry, bus, "model-updates", model_bundle)
-            version = publisher.publish()
+            version = setup.publisher.publish()
             expect(page.locator("#model-version")).to_have_text(version, timeout=20_000)
             page.get_by_label("Title").fill(title)
             expect(page.locator("#prediction-status")).to_contain_text(version)
             expect(page.locator("#title-error")).to_be_hidden()
-    finally:
-        bus.close()
 
 
 CRITICAL = {"serious", "critical"}

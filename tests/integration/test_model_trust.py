@@ -9,7 +9,6 @@ import hashlib
 import json
 import shutil
 from collections.abc import Iterator
-from functools import partial
 from pathlib import Path
 
 import pytest
@@ -29,6 +28,7 @@ from tagloop.domain.signing import (
 from tagloop.domain.versions import VERSION_PATTERN, new_version
 from tagloop_dev.s3server import S3Server
 from tests.fixtures.inference import (
+    REFUSALS,
     InferenceSetup,
     Replica,
     inference_setup,
@@ -41,7 +41,6 @@ from tests.fixtures.pubsub import unique_project
 from tests.fixtures.s3 import unique_bucket
 from tests.fixtures.wait import wait_until
 
-REFUSALS = "tagloop_inference_model_refusals_total"
 UPDATES = "tagloop_inference_model_updates_received_total"
 
 
@@ -96,11 +95,6 @@ def updates_seen(replica: Replica, *outcomes: str) -> float:
         for (name, labels), value in replica.metrics().items()
         if name == UPDATES and (not outcomes or dict(labels)["outcome"] in outcomes)
     )
-
-
-def refused_more(replica: Replica, reason: str, count: float) -> bool:
-    """More refusals for `reason` than `count` (a probe for wait_until)."""
-    return replica.metric(REFUSALS, reason=reason) > count
 
 
 def refusals(replica: Replica) -> float:
@@ -172,10 +166,7 @@ def test_a_non_promoted_version_is_not_served_after_a_forged_broadcast(
     rejected = publisher.publish(promote=False, broadcast=False)
     not_current = replica.metric(REFUSALS, reason="not_current")
     publisher.broadcast(rejected)
-    wait_until(
-        lambda: replica.metric(REFUSALS, reason="not_current") > not_current,
-        what="the broadcast refused",
-    )
+    replica.wait_refused("not_current", not_current, "the broadcast refused")
     assert replica.served_version() == serving
     assert not (trust.cache_dir / rejected).exists()
 
@@ -215,16 +206,13 @@ def test_forged_pointers_are_refused_by_reason_and_change_nothing(
         for reason, body in forged_pointers(registry, serving):
             count = replica.metric(REFUSALS, reason=reason)
             put_pointer(registry, body)
-            wait_until(
-                partial(refused_more, replica, reason, count),
-                what=f"a {reason} pointer refused",
-            )
+            replica.wait_refused(reason, count, f"a {reason} pointer refused")
             assert replica.served_version() == serving
         # A forged pointer to a stored, signed, but rejected version, with f1_macro 1.0 claimed.
         rejected = trust.publisher.publish(promote=False, broadcast=False)
         count = replica.metric(REFUSALS, reason="unsigned")
         put_pointer(registry, {"version": rejected, "metrics": {"f1_macro": 1.0}})
-        wait_until(lambda: replica.metric(REFUSALS, reason="unsigned") > count, what="refused")
+        replica.wait_refused("unsigned", count)
         assert replica.served_version() == serving
         assert replica.get("/api/model").json()["version"] == serving
     finally:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tagloop.channels.registry import new_version
 from tagloop_dev.s3server import S3Server
 from tests.fixtures.keys import model_signer
-from tests.fixtures.learning import LearnerStack, tagloop_models
+from tests.fixtures.learning import LearnerStack, store_copy, tagloop_models
 
 
 def test_list_promote_rollback_through_the_learner(
@@ -19,11 +18,8 @@ def test_list_promote_rollback_through_the_learner(
     registry = s3_server.registry(learner_stack.registry.bucket, signer=model_signer())
     bootstrap = learner.get("/api/status")["current_version"]
     # A second stored version, not promoted: the same bundle under a new id.
-    second = new_version()
-    bundle = registry.fetch(bootstrap, tmp_path / "bundle")
-    metadata = {**registry.get_metadata(bootstrap), "version": second}
-    metadata["decision"] = {"promoted": False, "reason": "held back for the test"}
-    registry.put_version(second, bundle, metadata)
+    held_back = {"promoted": False, "reason": "held back for the test"}
+    second = store_copy(registry, bootstrap, tmp_path, held_back)
 
     listed = tagloop_models(learner.url, "list", "--json")
     assert listed.returncode == 0, listed.stderr

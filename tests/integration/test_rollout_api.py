@@ -11,29 +11,21 @@ from typing import Any
 import pytest
 import requests
 
-from tagloop.channels.registry import ROLLOUT_KEY, Registry, Untrusted, new_version
+from tagloop.channels.registry import ROLLOUT_KEY, Untrusted, new_version
 from tagloop.domain.signing import TrustedKeys
 from tagloop_dev.s3server import S3Server
 from tests.fixtures.keys import model_signer
-from tests.fixtures.learning import ADMIN_TOKEN, LearnerStack, tagloop_models
+from tests.fixtures.learning import ADMIN_TOKEN, LearnerStack, store_copy, tagloop_models
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+# Candidates: the bootstrap bundle stored again, as if it had passed the gate.
+PASSED = {"promoted": True, "reason": "passed the gate (test)"}
 
 
 def stage(url: str, version: str, body: Any, headers: dict[str, str] | None = AUTH) -> Any:
     return requests.post(
         f"{url}/api/models/{version}/stage", json=body, headers=headers or {}, timeout=30
     )
-
-
-def copy_of(registry: Registry, version: str, tmp_path: Path) -> str:
-    """Another stored version with the same bundle, as the learner would have signed it."""
-    other = new_version()
-    bundle = registry.fetch(version, tmp_path / other)
-    metadata = {**registry.get_metadata(version), "version": other}
-    metadata["decision"] = {"promoted": True, "reason": "passed the gate (test)"}
-    registry.put_version(other, bundle, metadata)
-    return other
 
 
 def test_manual_stage_changes_are_validated_signed_and_recorded(
@@ -46,7 +38,7 @@ def test_manual_stage_changes_are_validated_signed_and_recorded(
     ).start()
     registry = s3_server.registry(learner_stack.registry.bucket, signer=model_signer())
     bootstrap = learner.get("/api/status")["current_version"]
-    candidate = copy_of(registry, bootstrap, tmp_path)
+    candidate = store_copy(registry, bootstrap, tmp_path, PASSED)
     assert learner.get("/api/rollout")["rollout"] is None
 
     assert stage(learner.url, candidate, {"stage": "shadow"}, headers=None).status_code == 401
@@ -105,7 +97,10 @@ def test_a_manual_promotion_of_another_version_supersedes_the_rollout(
     ).start()
     registry = s3_server.registry(learner_stack.registry.bucket, signer=model_signer())
     bootstrap = learner.get("/api/status")["current_version"]
-    first, second = copy_of(registry, bootstrap, tmp_path), copy_of(registry, bootstrap, tmp_path)
+    first, second = (
+        store_copy(registry, bootstrap, tmp_path, PASSED),
+        store_copy(registry, bootstrap, tmp_path, PASSED),
+    )
     assert stage(learner.url, second, {"stage": "canary"}).status_code == 200
     # `tagloop models rollback` during a rollout stops it; the served version stays.
     rolled = tagloop_models(learner.url, "rollback")
@@ -150,7 +145,7 @@ def test_a_forged_rollout_record_is_refused_and_replaced(
     learner = learner_stack.learner(TAGLOOP_REFIT_EVERY="100000").start()
     assert learner.get("/api/rollout")["rollout"] is None
     signed = s3_server.registry(bucket, signer=model_signer())
-    candidate = copy_of(signed, learner.get("/api/status")["current_version"], tmp_path)
+    candidate = store_copy(signed, learner.get("/api/status")["current_version"], tmp_path, PASSED)
     assert stage(learner.url, candidate, {"stage": "shadow"}).status_code == 200
     record = reader.rollout_record()
     assert record is not None and record.version == candidate

@@ -61,26 +61,14 @@ def test_a_replica_runs_only_the_candidate_a_signed_record_names(
         registry.client.put_object(
             Bucket=registry.bucket, Key=ROLLOUT_KEY, Body=json.dumps(forged).encode()
         )
-        wait_until(
-            lambda: setup.replica.metric(
-                "tagloop_inference_model_refusals_total", reason="unsigned"
-            ),
-            timeout=20,
-            what="the unsigned record refused",
-        )
+        setup.replica.wait_refused("unsigned", what="the unsigned record refused")
         assert answered_by(setup) == candidate
 
         # A replayed, older signed record: refused as stale.
         registry.record_stage(
             replace(record, stage=Stage.ROLLED_BACK, issued_at="2020-01-01T00:00:00.000Z")
         )
-        wait_until(
-            lambda: setup.replica.metric(
-                "tagloop_inference_model_refusals_total", reason="stale_record"
-            ),
-            timeout=20,
-            what="the replayed record refused",
-        )
+        setup.replica.wait_refused("stale_record", what="the replayed record refused")
         assert answered_by(setup) == candidate
 
         # The learner's signed rollback: the candidate is dropped.

@@ -14,16 +14,8 @@ import pytest
 from tagloop_dev.stack.config import Ports, Stack, StackError, prepare, reset
 from tagloop_dev.stack.run import Probes
 from tagloop_dev.stack.supervision import Supervisor, shutdown, spawn_supervisord
-from tests.fixtures.stack import free_base_port
+from tests.fixtures.stack import alive, free_base_port
 from tests.fixtures.wait import wait_until
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_supervisor_restarts_a_killed_part_and_stops_it_on_shutdown(tmp_path: Path) -> None:

@@ -15,13 +15,14 @@ from tagloop.domain.data import LabeledData
 from tagloop.domain.drift import TAG_COUNTS_KEY, tag_counts, tag_shares, unknown_words
 from tagloop.domain.model import TagModel
 from tagloop.domain.text import tokenize
+from tests.fixtures.model import FitModel
 
 ROWS = 300
 
 
 @pytest.fixture(scope="module")
-def small_model(train_data: LabeledData) -> TagModel:
-    return TagModel(min_df=1, n_jobs=1).fit(train_data.titles[:ROWS], train_data.tags[:ROWS])
+def small_model(train_data: LabeledData, fit_model: FitModel) -> TagModel:
+    return fit_model(TagModel(min_df=1, n_jobs=1), train_data.titles[:ROWS], train_data.tags[:ROWS])
 
 
 def loaded(model: TagModel, version: str, counts: dict[str, int] | None) -> LoadedModel:

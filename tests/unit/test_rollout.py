@@ -15,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
+from inference_service import metrics as replica_metrics
 from inference_service import rollout as replica_rollout
 from inference_service.app import create_app
 from inference_service.config import InferenceSettings
@@ -39,6 +40,7 @@ from tagloop.domain.rollout import (
     in_canary,
     title_point,
 )
+from tests.fixtures.model import FitModel
 from tests.fixtures.observability import referenced_metrics
 
 POLICY = RolloutSettings(
@@ -246,12 +248,12 @@ def test_stage_changes_share_the_model_topic_with_updates() -> None:
 
 
 @pytest.fixture(scope="module")
-def worse_model(train_data: LabeledData) -> TagModel:
+def worse_model(train_data: LabeledData, fit_model: FitModel) -> TagModel:
     """A candidate trained on shuffled labels: it disagrees with the real model."""
     rows = 2000
     shuffled = list(train_data.tags[:rows])
     random.Random(3).shuffle(shuffled)
-    return TagModel().fit(train_data.titles[:rows], shuffled)
+    return fit_model(TagModel(), train_data.titles[:rows], shuffled)
 
 
 def loaded(model: TagModel, version: str) -> LoadedModel:
@@ -277,14 +279,14 @@ def test_a_shadow_is_computed_but_never_shown(replica, worse_model, test_data) -
     served = runtime.holder.current
     assert served is not None
     runtime.holder.candidate = candidate(worse_model, Stage.SHADOW, 1.0)
-    compared = replica_rollout.SHADOW_COMPARED.labels(VERSION)._value.get()
+    compared = replica_metrics.SHADOW_COMPARED.labels(VERSION)._value.get()
     response = client.post("/api/predict", json={"titles": test_data.titles[:40]})
     assert response.status_code == 200
     assert response.headers["X-Model-Version"] == served.version
     shown = response.get_json()["predictions"]
     expected = served.model.predict_tag_sets(test_data.titles[:40])
     assert [[t["tag"] for t in p["tags"]] for p in shown] == expected
-    assert replica_rollout.SHADOW_COMPARED.labels(VERSION)._value.get() == compared + 40
+    assert replica_metrics.SHADOW_COMPARED.labels(VERSION)._value.get() == compared + 40
 
 
 def test_a_canary_answers_its_share_of_titles_the_same_way_every_time(

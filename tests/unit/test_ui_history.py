@@ -7,7 +7,6 @@ browser test (tests/e2e/test_history_browser.py) drives a real learner.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -18,7 +17,6 @@ from flask.testing import FlaskClient
 from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
-from werkzeug.serving import make_server
 
 from frontend.app import create_app
 from frontend.history import model_entry
@@ -27,6 +25,7 @@ from frontend.settings import UISettings
 from tagloop.domain.rollout import Stage
 from tagloop.settings import ConfigError
 from tests.fixtures.pubsub import free_port
+from tests.fixtures.ui import serve_in_thread
 
 TOKEN = "learner-admin-token-0123"
 OLD, MID, NEW = (
@@ -139,10 +138,8 @@ class StubLearner:
 @pytest.fixture
 def learner() -> Iterator[tuple[StubLearner, str]]:
     stub = StubLearner()
-    server = make_server("127.0.0.1", 0, stub.app(), threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield stub, f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
+    with serve_in_thread(stub.app()) as url:
+        yield stub, url
 
 
 def ui(learner_url: str | None) -> FlaskClient:
