@@ -58,6 +58,7 @@ wrk.body = '{json.dumps({"title": TITLE})}'
 wrk.headers["Content-Type"] = "application/json"
 """
 TARGET_DIRECT, TARGET_UI = 1.2, 2.4
+NOTES = "<!-- Notes below this line are written by hand; bench_serving.py keeps them. -->"
 
 
 def wait_healthy(process: subprocess.Popen[bytes], url: str) -> None:
@@ -340,7 +341,15 @@ def write(
         f"{limiter['SharedRateLimiter']} (only `POST /api/feedback` pays it).",
         "",
     ]
-    (RESULTS / "serving.md").write_text("\n".join(lines))
+    (RESULTS / "serving.md").write_text("\n".join(lines) + _notes(RESULTS / "serving.md"))
+
+
+def _notes(path: Path) -> str:
+    """The hand-written analysis under `NOTES` in the previous file (a new run only
+    replaces the figures above it)."""
+    previous = path.read_text() if path.exists() else ""
+    _, marker, notes = previous.partition(NOTES)
+    return f"{NOTES}{notes}" if marker else f"{NOTES}\n"
 
 
 def main() -> int:

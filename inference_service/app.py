@@ -7,18 +7,14 @@ build an app around a `Runtime` they control.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
-from inference_service import drift, metrics, rollout
-from inference_service.config import MAX_BATCH, MAX_BODY_BYTES, InferenceSettings
-from inference_service.model_holder import LoadedModel
+from inference_service import predict as predicting
+from inference_service.config import MAX_BODY_BYTES, InferenceSettings
+from inference_service.predict import MODEL_VERSION_HEADER, PredictRoute, serving
 from inference_service.runtime import Runtime
-from tagloop.domain.messages import InvalidMessage, validate_title
-from tagloop.domain.model import Prediction
 from tagloop.web import httpmetrics
 from tagloop.web.annotators import ANNOTATOR_HEADER, replica_annotator
 from tagloop.web.api import (
@@ -32,10 +28,7 @@ from tagloop.web.api import (
 )
 from tagloop.web.forwarding import TrustedProxyFix
 
-CANDIDATES = 5
-"""Next-best tags returned beside the chosen ones, for the UI's suggestions."""
 EXTENSION = "tagloop_inference"
-MODEL_VERSION_HEADER = "X-Model-Version"
 SPEC_PATH = Path(__file__).with_name("openapi.json")
 
 
@@ -44,13 +37,23 @@ def runtime_of(app: Flask) -> Runtime:
     return runtime
 
 
-def create_app(settings: InferenceSettings | None = None, runtime: Runtime | None = None) -> Flask:
+def create_app(
+    settings: InferenceSettings | None = None,
+    runtime: Runtime | None = None,
+    predict_route: bool = True,
+) -> Flask:
+    """`predict_route=False` leaves `POST /api/predict` to the Flask view alone: the
+    reference that tests hold the plain WSGI route (inference_service/predict.py) to."""
     settings = settings or InferenceSettings.from_env()
     runtime = runtime or Runtime(settings)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     keep_json_key_order(app)
     app.extensions[EXTENSION] = runtime
+    holder = runtime.holder
+    if predict_route:
+        # Innermost: the middleware below wraps its answers exactly as Flask's.
+        app.wsgi_app = PredictRoute(app.wsgi_app, holder)  # type: ignore[method-assign]
     if settings.proxy.enabled:
         # The client address for rate limiting is the one our proxies (the UI) saw.
         app.wsgi_app = TrustedProxyFix(app.wsgi_app, settings.proxy)  # type: ignore[method-assign]
@@ -59,32 +62,13 @@ def create_app(settings: InferenceSettings | None = None, runtime: Runtime | Non
     install_security_headers(app)
     install_json_errors(app)
     refuse_redirects(app)
-    holder = runtime.holder
     spec = SPEC_PATH.read_bytes()
 
-    def serving() -> LoadedModel:
-        loaded = holder.current  # read once: a swap cannot change the model under this request
-        if loaded is None:
-            raise ApiError(503, "model_not_loaded", "no model loaded yet; retry shortly")
-        return loaded
-
-    @app.post("/api/predict")
+    @app.post(predicting.PATH)
     def predict() -> Response:
-        titles, single = _titles(json_body())
-        served = serving()
-        predictions, versions = rollout.predict(served, holder.candidate, titles)
-        # Drift is measured against the served model's vocabulary and training mix.
-        drift.MONITOR.observe(served, titles, predictions)
-        results = [_result(*answer) for answer in zip(titles, predictions, versions, strict=True)]
-        body = json.dumps(results[0] if single else {"predictions": results})
-        # The hot path: no provider layers. The header names the model that
-        # answered (every one, in a batch split by a canary), so clients and
-        # proxies can attribute a prediction without parsing the body.
-        return Response(
-            body,
-            mimetype="application/json",
-            headers={MODEL_VERSION_HEADER: ", ".join(dict.fromkeys(versions))},
-        )
+        # What PredictRoute leaves to Flask (and everything, without it): no provider layers.
+        body, versions = predicting.answer(holder, json_body())
+        return Response(body, mimetype="application/json", headers={MODEL_VERSION_HEADER: versions})
 
     @app.post("/api/feedback")
     def feedback() -> tuple[Response, int]:
@@ -100,7 +84,7 @@ def create_app(settings: InferenceSettings | None = None, runtime: Runtime | Non
 
     @app.get("/api/model")
     def model() -> Response:
-        loaded = serving()
+        loaded = serving(holder)
         return jsonify(
             {
                 "version": loaded.version,
@@ -113,7 +97,7 @@ def create_app(settings: InferenceSettings | None = None, runtime: Runtime | Non
 
     @app.get("/api/tags")
     def tags() -> Response:
-        return jsonify({"tags": serving().tags})
+        return jsonify({"tags": serving(holder).tags})
 
     @app.get("/api/openapi.json")
     def openapi() -> Response:
@@ -141,43 +125,3 @@ def create_app(settings: InferenceSettings | None = None, runtime: Runtime | Non
         return httpmetrics.exposition()
 
     return app
-
-
-def _titles(body: dict[str, Any]) -> tuple[list[str], bool]:
-    """The validated titles of a predict body, and whether it was the single-title form."""
-    if ("title" in body) == ("titles" in body):
-        raise ApiError(422, "missing_title", 'send exactly one of "title" or "titles"')
-    if "title" in body:
-        return [_valid_title(body["title"])], True
-    titles = body["titles"]
-    if not isinstance(titles, list):
-        raise ApiError(422, "wrong_type", "titles must be a list of strings")
-    if not titles:
-        raise ApiError(422, "empty_batch", "titles is empty")
-    if len(titles) > MAX_BATCH:
-        raise ApiError(422, "batch_too_large", f"at most {MAX_BATCH} titles per request")
-    return [_valid_title(title, f"titles[{i}]") for i, title in enumerate(titles)], False
-
-
-def _valid_title(title: Any, where: str | None = None) -> str:
-    try:
-        return validate_title(title)
-    except InvalidMessage as error:
-        message = f"{where}: {error.detail}" if where else error.detail
-        raise ApiError(422, error.reason, message) from None
-
-
-def _result(title: str, prediction: Prediction, version: str) -> dict[str, Any]:
-    """Chosen tags with their scores best first, then the best of the rest as candidates."""
-    chosen = set(prediction.tags)
-    tags: list[dict[str, Any]] = []
-    candidates: list[dict[str, Any]] = []
-    for tag, score in prediction.scores:
-        if tag in chosen:
-            tags.append({"tag": tag, "score": score})
-        elif len(candidates) < CANDIDATES:
-            candidates.append({"tag": tag, "score": score})
-        if len(tags) == len(chosen) and len(candidates) == CANDIDATES:
-            break
-    metrics.TAGS_PER_PREDICTION.observe(len(tags))
-    return {"title": title, "tags": tags, "model_version": version, "candidates": candidates}

@@ -3,8 +3,8 @@
 Two questions, answered by Prometheus over time windows rather than here:
 
 - Do users type words the model never saw? Each title's words (the model's
-  own tokenizer, `tagloop.domain.text.tokenize`) are looked up in the
-  model's vocabulary: `tagloop_inference_drift_words_total` and
+  own tokenizer, `tagloop.domain.text.tokenize`, as the prediction carries
+  them) are looked up in the model's vocabulary: `tagloop_inference_drift_words_total` and
   `tagloop_inference_drift_unknown_words_total` give the out-of-vocabulary
   share as a ratio of rates.
 - Does the model answer with a mix of tags unlike its training corpus?
@@ -15,9 +15,9 @@ Two questions, answered by Prometheus over time windows rather than here:
   variation distance between the two distributions.
 
 Cardinality stays low: the only label is a tag of the served model's own
-vocabulary (never user input). Per request the cost is one tokenization per
-title, one dictionary lookup per word and one counter increment per chosen
-tag; the per-version state (counter children, the vocabulary) is built once,
+vocabulary (never user input). Per request the cost is one dictionary lookup
+per word (the model tokenised the title already) and one counter increment
+per chosen tag; the per-version state (counter children, the vocabulary) is built once,
 on the first prediction of a version.
 """
 
@@ -33,7 +33,6 @@ from prometheus_client import Counter, Gauge
 from inference_service.model_holder import LoadedModel
 from tagloop.domain.drift import tag_shares, unknown_words
 from tagloop.domain.model import Prediction, TagModel
-from tagloop.domain.text import tokenize
 
 WORDS = Counter(
     "tagloop_inference_drift_words_total",
@@ -74,18 +73,16 @@ class VersionMonitor:
         tags: list[str] = model.classes_.tolist()
         return cls(version, model.vocabulary_, {tag: PREDICTED_TAGS.labels(tag) for tag in tags})
 
-    def observe(self, titles: Sequence[str], predictions: Sequence[Prediction]) -> None:
+    def observe(self, predictions: Sequence[Prediction]) -> None:
         words = unknown = 0
-        for title in titles:
-            tokens = tokenize(title)
-            words += len(tokens)
-            unknown += unknown_words(tokens, self.vocabulary)
-        WORDS.inc(words)
-        UNKNOWN_WORDS.inc(unknown)
         counters = self.tag_counters
         for prediction in predictions:
+            words += len(prediction.words)
+            unknown += unknown_words(prediction.words, self.vocabulary)
             for tag in prediction.tags:
                 counters[tag].inc()
+        WORDS.inc(words)
+        UNKNOWN_WORDS.inc(unknown)
 
 
 class DriftMonitor:
@@ -97,14 +94,12 @@ class DriftMonitor:
         self._lock = threading.Lock()
         self._published: dict[str, float] = {}
 
-    def observe(
-        self, loaded: LoadedModel, titles: Sequence[str], predictions: Sequence[Prediction]
-    ) -> None:
-        """Count one request's words and chosen tags against the model that answered."""
+    def observe(self, loaded: LoadedModel, predictions: Sequence[Prediction]) -> None:
+        """Count one request's words and chosen tags against the served model `loaded`."""
         monitor = self._monitors.get(loaded.version)
         if monitor is None:
             monitor = self._start(loaded)
-        monitor.observe(titles, predictions)
+        monitor.observe(predictions)
 
     def _start(self, loaded: LoadedModel) -> VersionMonitor:
         with self._lock:

@@ -57,29 +57,36 @@ class Candidate:
         return self.loaded.version
 
 
-def _timed(loaded: LoadedModel, stage: str, titles: Sequence[str]) -> list[Prediction]:
+def _timed(
+    loaded: LoadedModel, stage: str, titles: Sequence[str], alternatives: int | None
+) -> list[Prediction]:
     started = time.perf_counter()
-    predictions = loaded.model.predict(titles)
+    predictions = loaded.model.predict(titles, alternatives)
     metrics.model_seconds(loaded.version, stage).observe(time.perf_counter() - started)
     metrics.predictions(loaded.version, stage).inc(len(titles))
     return predictions
 
 
 def predict(
-    served: LoadedModel, candidate: Candidate | None, titles: list[str]
+    served: LoadedModel,
+    candidate: Candidate | None,
+    titles: list[str],
+    alternatives: int | None = None,
 ) -> tuple[list[Prediction], list[str]]:
-    """The predictions shown for `titles` and the version that made each one."""
+    """The predictions shown for `titles` and the version that made each one
+    (`alternatives`: as `TagModel.predict`'s)."""
     if candidate is None:
-        return _timed(served, SERVED_STAGE, titles), [served.version] * len(titles)
+        return _timed(served, SERVED_STAGE, titles, alternatives), [served.version] * len(titles)
     if candidate.stage is Stage.SHADOW:
-        shown = _timed(served, SERVED_STAGE, titles)
-        _compare(candidate.version, shown, _timed(candidate.loaded, "shadow", titles))
+        shown = _timed(served, SERVED_STAGE, titles, alternatives)
+        shadow = _timed(candidate.loaded, "shadow", titles, alternatives)
+        _compare(candidate.version, shown, shadow)
         return shown, [served.version] * len(titles)
     chosen = [in_canary(title, candidate.version, candidate.threshold) for title in titles]
     to_canary = [title for title, canary in zip(titles, chosen, strict=True) if canary]
     to_served = [title for title, canary in zip(titles, chosen, strict=True) if not canary]
-    canary = iter(_timed(candidate.loaded, "canary", to_canary) if to_canary else [])
-    rest = iter(_timed(served, SERVED_STAGE, to_served) if to_served else [])
+    canary = iter(_timed(candidate.loaded, "canary", to_canary, alternatives) if to_canary else [])
+    rest = iter(_timed(served, SERVED_STAGE, to_served, alternatives) if to_served else [])
     predictions = [next(canary) if c else next(rest) for c in chosen]
     return predictions, [candidate.version if c else served.version for c in chosen]
 

@@ -22,12 +22,20 @@ def normalize_title(title: str) -> str:
 
 
 def tokenize(title: str) -> list[str]:
-    return _TOKEN.findall(normalize_title(title))
+    return words_of(normalize_title(title))
+
+
+def words_of(normalized: str) -> list[str]:
+    """`tokenize` of a title already normalised (the serving path normalises once)."""
+    return _TOKEN.findall(normalized)
 
 
 def analyze(title: str) -> list[str]:
     """Word unigrams and bigrams of the normalised title."""
-    tokens = tokenize(title)
+    return with_bigrams(tokenize(title))
+
+
+def with_bigrams(tokens: list[str]) -> list[str]:
     return tokens + [f"{a} {b}" for a, b in itertools.pairwise(tokens)]
 
 
@@ -36,8 +44,13 @@ def char_grams(title: str, n: int) -> list[str]:
     `char_wb`): they match misspellings, inflections and names glued to punctuation
     ("mysqli_query(" shares "mysq" with "mysql") that word tokens miss. A word shorter
     than n yields itself, padded."""
+    return grams_of(normalize_title(title), n)
+
+
+def grams_of(normalized: str, n: int) -> list[str]:
+    """`char_grams` of a title already normalised."""
     grams = []
-    for word in normalize_title(title).split():
+    for word in normalized.split():
         padded = f" {word} "
         if len(padded) <= n:
             grams.append(padded)

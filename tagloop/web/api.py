@@ -50,11 +50,15 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+def error_body(code: str, message: str) -> str:
+    """The JSON text of every error answer (contracts §5)."""
+    return json.dumps({"error": {"code": code, "message": message}})
+
+
 def error_response(
     status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> Response:
-    body = json.dumps({"error": {"code": code, "message": message}})
-    response = Response(body, status=status, mimetype="application/json")
+    response = Response(error_body(code, message), status=status, mimetype="application/json")
     response.headers.update(headers or {})
     return response
 
@@ -63,6 +67,19 @@ def _http_code(error: HTTPException) -> str:
     """`NotFound` -> "not_found", `RequestEntityTooLarge` -> "request_entity_too_large"."""
     name = type(error).__name__
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
+
+
+def http_error(error: HTTPException) -> ApiError:
+    """Werkzeug's own errors (404, 405, 413, ...) as the `ApiError` they answer as."""
+    allowed = getattr(error, "valid_methods", None)  # MethodNotAllowed's
+    headers = {"Allow": ", ".join(allowed)} if error.code == 405 and allowed else {}
+    return ApiError(error.code or 500, _http_code(error), error.description or "", headers)
+
+
+def unexpected_error(method: str, path: str) -> ApiError:
+    """A bug, logged with its traceback (call it in an `except`), answered as a plain 500."""
+    log.exception("unhandled error on %s %s", method, path)
+    return ApiError(500, "internal", "internal server error")
 
 
 def keep_json_key_order(app: Flask) -> None:
@@ -75,22 +92,20 @@ def keep_json_key_order(app: Flask) -> None:
 def install_json_errors(app: Flask) -> None:
     """Every error, including Werkzeug's own (404, 405, 413), answers JSON."""
 
+    def answer(error: ApiError) -> Response:
+        return error_response(error.status, error.code, error.message, error.headers)
+
     @app.errorhandler(ApiError)
     def _api_error(error: ApiError) -> Response:
-        return error_response(error.status, error.code, error.message, error.headers)
+        return answer(error)
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException) -> Response:
-        response = error_response(error.code or 500, _http_code(error), error.description or "")
-        allowed = getattr(error, "valid_methods", None)  # MethodNotAllowed's
-        if error.code == 405 and allowed:
-            response.headers["Allow"] = ", ".join(allowed)
-        return response
+        return answer(http_error(error))
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(500, "internal", "internal server error")
+        return answer(unexpected_error(request.method, request.path))
 
 
 def json_body() -> dict[str, Any]:
@@ -103,8 +118,13 @@ def json_body() -> dict[str, Any]:
     """
     if request.mimetype != "application/json":
         raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+    return json_object(request.get_data(cache=False))
+
+
+def json_object(data: bytes) -> dict[str, Any]:
+    """`data` as a JSON object, or the 400 `ApiError` `json_body` describes."""
     try:
-        body = strict_json.loads(request.get_data(cache=False))
+        body = strict_json.loads(data)
     except strict_json.JsonError as error:
         raise ApiError(400, error.code, f"body is not representable JSON: {error.detail}") from None
     if not isinstance(body, dict):

@@ -89,7 +89,7 @@ def test_the_hook_counts_words_unknown_words_and_chosen_tags(small_model: TagMod
         **{tag: sample("tagloop_inference_predicted_tags_total", tag=tag) for tag in chosen},
     }
 
-    monitor.observe(loaded(small_model, "v-drift-1", None), titles, predictions)
+    monitor.observe(loaded(small_model, "v-drift-1", None), predictions)
 
     assert sample("tagloop_inference_drift_words_total") - before["words"] == words
     assert sample("tagloop_inference_drift_unknown_words_total") - before["unknown"] == unknown
@@ -103,7 +103,7 @@ def test_every_tag_of_the_model_has_a_series_from_the_first_prediction(
 ) -> None:
     monitor = DriftMonitor()
     title = ["How to sort a list in python"]
-    monitor.observe(loaded(small_model, "v-drift-2", None), title, small_model.predict(title))
+    monitor.observe(loaded(small_model, "v-drift-2", None), small_model.predict(title))
     for tag in small_model.classes_.tolist():
         assert (
             REGISTRY.get_sample_value("tagloop_inference_predicted_tags_total", {"tag": tag})
@@ -115,15 +115,15 @@ def test_the_training_prior_follows_the_newest_version(small_model: TagModel) ->
     monitor = DriftMonitor()
     title = ["How to sort a list in python"]
     prediction = small_model.predict(title)
-    monitor.observe(loaded(small_model, "v-prior-1", {"python": 3, "java": 1}), title, prediction)
+    monitor.observe(loaded(small_model, "v-prior-1", {"python": 3, "java": 1}), prediction)
     assert sample("tagloop_inference_training_tag_share", tag="python") == 0.75
     assert sample("tagloop_inference_training_tag_share", tag="java") == 0.25
 
-    monitor.observe(loaded(small_model, "v-prior-2", {"java": 2, "c#": 2}), title, prediction)
+    monitor.observe(loaded(small_model, "v-prior-2", {"java": 2, "c#": 2}), prediction)
     assert sample("tagloop_inference_training_tag_share", tag="python") == 0.0
     assert sample("tagloop_inference_training_tag_share", tag="java") == 0.5
     assert sample("tagloop_inference_training_tag_share", tag="c#") == 0.5
 
     # Further requests of a known version neither rebuild nor republish anything.
-    monitor.observe(loaded(small_model, "v-prior-1", {"python": 1}), title, prediction)
+    monitor.observe(loaded(small_model, "v-prior-1", {"python": 1}), prediction)
     assert sample("tagloop_inference_training_tag_share", tag="java") == 0.5

@@ -14,10 +14,11 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from inference_service.app import CANDIDATES, SPEC_PATH, create_app
+from inference_service.app import SPEC_PATH, create_app
 from inference_service.config import MAX_BATCH, MAX_BODY_BYTES, InferenceSettings
 from inference_service.feedback import RateLimiter
 from inference_service.model_holder import LoadedModel
+from inference_service.predict import CANDIDATES
 from inference_service.runtime import Runtime
 from tagloop.domain.model import TagModel
 from tagloop.settings import ConfigError

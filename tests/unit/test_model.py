@@ -34,6 +34,20 @@ def test_predictions_rank_every_tag_by_its_calibrated_score(trained_model, test_
         assert prediction.tags[0] == prediction.scores[0][0]
         best = list(trained_model.classes_).index(prediction.tags[0])
         assert row[best] == row.max(), "the first tag has the highest calibrated score"
+        rounded = row.astype(np.float64).round(4).tolist()  # what an answer shows
+        assert dict(prediction.scores) == dict(zip(trained_model.classes_, rounded, strict=True))
+
+
+@pytest.mark.parametrize("alternatives", [0, 1, 5, 200])
+def test_ranking_a_few_alternatives_is_a_prefix_of_the_full_ranking(
+    trained_model, test_data, alternatives
+):
+    """What a replica asks for (the chosen tags and a few more) is what it would have cut."""
+    titles = [*test_data.titles[:200], "", "zzz unknown words only"]
+    full = trained_model.predict(titles)
+    for whole, few in zip(full, trained_model.predict(titles, alternatives), strict=True):
+        assert few.tags == whole.tags
+        assert few.scores == whole.scores[: len(whole.tags) + alternatives]
 
 
 def test_chosen_tags_are_those_at_or_above_their_threshold(trained_model, test_data):
