@@ -20,18 +20,17 @@ Flask would: the same status line, answer headers (a `Content-Type` default,
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from flask import Response
 
 from frontend.edge import Edge, log_request
 from frontend.proxy import ROUTES, Answer, UpstreamError, UpstreamPool, exact_route
 from tagloop.web import httpmetrics
-from tagloop.web.api import error_response
+from tagloop.web.api import declared_length, error_response, status_line
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -43,12 +42,6 @@ API_ENDPOINT = "/api/<path:rest>"
 DEFAULT_CONTENT_TYPE = Response().headers["Content-Type"]
 """What Flask's `Response` adds to an answer that names no type ("text/html; charset=utf-8")."""
 _REWRITTEN_HEADERS = frozenset({"location", "content-location"})
-
-
-@functools.cache
-def status_line(code: int) -> str:
-    """The WSGI status werkzeug writes for `code` ("429 TOO MANY REQUESTS")."""
-    return Response(status=code).status
 
 
 def upstream_failure(error: UpstreamError, method: str, path: str) -> Response:
@@ -72,17 +65,6 @@ def _plain(answer: Answer) -> bool:
     )
 
 
-def _body_length(environ: Mapping[str, Any], limit: int) -> int | None:
-    """The declared body size if this handler may read it, else None (Flask decides)."""
-    if environ.get("HTTP_TRANSFER_ENCODING"):
-        return None
-    declared: str = environ.get("CONTENT_LENGTH") or "0"
-    if not (declared.isascii() and declared.isdigit()):
-        return None
-    length = int(declared)
-    return length if length <= limit else None
-
-
 class FastApi:
     """WSGI middleware answering the exact proxied routes (module docstring)."""
 
@@ -97,7 +79,7 @@ class FastApi:
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "")
         route = exact_route(environ)
-        length = _body_length(environ, self.max_body_bytes)
+        length = declared_length(environ, self.max_body_bytes, absent="0")
         if route is None or method not in ROUTES[route] or length is None:
             return self.app(environ, start_response)
         started = time.perf_counter()

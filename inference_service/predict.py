@@ -20,14 +20,22 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from werkzeug.exceptions import ClientDisconnected
-from werkzeug.http import HTTP_STATUS_CODES, parse_options_header
+from werkzeug.http import parse_options_header
 
 from inference_service import drift, metrics, rollout
 from inference_service.config import MAX_BATCH, MAX_BODY_BYTES
 from inference_service.model_holder import LoadedModel, ModelHolder
 from tagloop.domain.messages import InvalidMessage, validate_title
 from tagloop.domain.model import Prediction
-from tagloop.web.api import ApiError, error_body, http_error, json_object, unexpected_error
+from tagloop.web.api import (
+    ApiError,
+    declared_length,
+    error_body,
+    http_error,
+    json_object,
+    status_line,
+    unexpected_error,
+)
 from tagloop.web.httpmetrics import ROUTE_KEY
 
 if TYPE_CHECKING:
@@ -112,15 +120,6 @@ def _mimetype(content_type: str) -> str:
     return parse_options_header(content_type)[0].lower()
 
 
-def _declared_length(environ: WSGIEnvironment) -> int | None:
-    """The body length the route reads itself; None leaves the request to Flask."""
-    length = environ.get("CONTENT_LENGTH", "")
-    if not (length.isascii() and length.isdigit()) or "HTTP_TRANSFER_ENCODING" in environ:
-        return None
-    size = int(length)
-    return size if size <= MAX_BODY_BYTES else None
-
-
 def _read_body(environ: WSGIEnvironment, length: int) -> bytes:
     """The body as werkzeug's `get_data` reads it, without its stream wrapper: from a server
     that ends the stream itself (gunicorn: `wsgi.input_terminated`) up to its end within
@@ -136,12 +135,6 @@ def _read_body(environ: WSGIEnvironment, length: int) -> bytes:
     return data
 
 
-@functools.cache
-def _status_line(status: int) -> str:
-    """werkzeug's status line: "422 UNPROCESSABLE ENTITY"."""
-    return f"{status} {HTTP_STATUS_CODES[status].upper()}"
-
-
 class PredictRoute:
     """WSGI: `POST /api/predict` with a JSON body of declared length answered here, all else
     by `app` (module docstring)."""
@@ -153,7 +146,7 @@ class PredictRoute:
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("PATH_INFO") != PATH or environ.get("REQUEST_METHOD") != "POST":
             return self.app(environ, start_response)
-        length = _declared_length(environ)
+        length = declared_length(environ, MAX_BODY_BYTES)
         if length is None or _mimetype(environ.get("CONTENT_TYPE", "")) != JSON:
             return self.app(environ, start_response)
         environ[ROUTE_KEY] = PATH
@@ -179,7 +172,7 @@ def _error(start_response: StartResponse, error: ApiError) -> list[bytes]:
     """The answer `tagloop.web.api.error_response` gives, headers in the same order."""
     body = error_body(error.code, error.message).encode()
     start_response(
-        _status_line(error.status),
+        status_line(error.status),
         [("Content-Type", JSON), ("Content-Length", str(len(body))), *error.headers.items()],
     )
     return [body]

@@ -7,6 +7,7 @@ enforce that live here once instead of in every app.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Mapping
@@ -130,6 +131,27 @@ def json_object(data: bytes) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ApiError(400, "malformed_json", "body must be a JSON object")
     return body
+
+
+@functools.cache
+def status_line(code: int) -> str:
+    """The WSGI status werkzeug writes for `code` ("422 UNPROCESSABLE ENTITY", "599 UNKNOWN"):
+    the plain WSGI routes in front of Flask answer exactly as Flask would."""
+    return Response(status=code).status
+
+
+def declared_length(environ: Mapping[str, Any], limit: int, absent: str = "") -> int | None:
+    """The body size a plain WSGI route may read whole: a plain decimal `Content-Length`
+    (`absent` stands in when there is none) of at most `limit`, and no `Transfer-Encoding`.
+    None leaves the request to Flask, the reference for every other case (411, 413,
+    chunked bodies, odd lengths)."""
+    if "HTTP_TRANSFER_ENCODING" in environ:
+        return None
+    declared: str = environ.get("CONTENT_LENGTH") or absent
+    if not (declared.isascii() and declared.isdigit()):
+        return None
+    length = int(declared)
+    return length if length <= limit else None
 
 
 def install_security_headers(
