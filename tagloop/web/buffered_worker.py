@@ -123,7 +123,8 @@ class _Pending:
 
 
 class _Writing:
-    """An answer the client's socket had no room for yet, written as room appears."""
+    """An answer the client's socket had no room for yet, written as room appears; the
+    client is dropped when it takes nothing for SOCKET_IO_SECONDS."""
 
     __slots__ = ("conn", "data", "deadline", "keepalive")
 
@@ -240,7 +241,9 @@ class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
         except OSError:
             self._written(writing, registered, keepalive=False, complete=False)
             return
-        writing.data = writing.data[sent:]
+        if sent:  # the deadline bounds a stall, not the whole answer
+            writing.deadline = time.monotonic() + SOCKET_IO_SECONDS
+            writing.data = writing.data[sent:]
         if not writing.data:
             self._written(writing, registered, writing.keepalive, complete=True)
         elif not registered:
