@@ -214,9 +214,17 @@ class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
         data = bytes(pending.data)
         reader = self._reader
         if reader is not None and (request := reader.parse(data, pending.conn.client)):
-            self._handlers[request.method, request.path](
-                Exchange(self, pending.conn, request, data)
-            )
+            try:
+                exchange = Exchange(self, pending.conn, request, data)
+            except Exception:  # e.g. a SCRIPT_NAME the path lacks: gunicorn's path answers it
+                self.serve_in_thread(pending.conn, data)
+                return
+            try:
+                self._handlers[request.method, request.path](exchange)
+            except Exception:  # a handler's bug must not stop the loop that serves everyone
+                self.log.exception("main-loop handler failed on %s %s", request.method, request.uri)
+                self.nr_conns -= 1
+                pending.conn.close()
             return
         self.serve_in_thread(pending.conn, data)
 
