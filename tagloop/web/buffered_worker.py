@@ -146,6 +146,17 @@ class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
         self._timer_order = itertools.count()
         self._reader: RequestReader | None = None
         self._handlers: dict[tuple[str, str], Handler] = {}
+        self._quitting = False
+
+    def handle_quit(self, sig: int, frame: Any) -> None:
+        """gthread's quick exit, once. A stop of the whole process group sends SIGQUIT twice
+        (from the caller and again from the arbiter); a second handler run inside the first
+        waits forever on the thread pool's shutdown lock the first one holds, and the arbiter
+        kills the worker only after `graceful_timeout`."""
+        if self._quitting:
+            return
+        self._quitting = True
+        super().handle_quit(sig, frame)
 
     def load_wsgi(self) -> None:
         super().load_wsgi()
