@@ -15,6 +15,7 @@ is the SVM's.
 
 from __future__ import annotations
 
+import bisect
 import inspect
 import itertools
 import math
@@ -122,6 +123,34 @@ def _isotonic_knots(centered: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np
     knots_x = np.array([xs[a:b].mean() for a, b in itertools.pairwise(steps)])
     knots_y = ys[steps[:-1]]
     return knots_x.astype(np.float64), knots_y.astype(np.float64)
+
+
+class _RankingLists:
+    """A model's tag names and calibration map as Python objects, for ranking one title's
+    few shown tags without numpy calls (TagModel._prediction)."""
+
+    def __init__(self, classes: np.ndarray, calibration: tuple[np.ndarray, np.ndarray]) -> None:
+        self._source = (classes, calibration)
+        knots_x, knots_y = calibration
+        self.classes: list[str] = classes.tolist()
+        self.knots_x: list[float] = knots_x.astype(np.float64).tolist()
+        self.knots_y: list[float] = knots_y.astype(np.float64).tolist()
+
+    def made_from(self, classes: np.ndarray, calibration: tuple[np.ndarray, np.ndarray]) -> bool:
+        """Whether these are the arrays the lists were built from (not copies or new ones)."""
+        return self._source[0] is classes and self._source[1] is calibration
+
+    def calibrate(self, centered: float) -> float:
+        """`np.interp(centered, knots_x, knots_y)`, bit for bit: the same cases and the same
+        float64 operations as numpy's C loop (tests/unit/test_model.py compares them)."""
+        xs, ys = self.knots_x, self.knots_y
+        j = bisect.bisect_right(xs, centered) - 1
+        if j < 0:
+            return ys[0]
+        if j == len(xs) - 1 or xs[j] == centered:
+            return ys[j]
+        slope = (ys[j + 1] - ys[j]) / (xs[j + 1] - xs[j])
+        return slope * (centered - xs[j]) + ys[j]
 
 
 class TagModel:
@@ -364,34 +393,50 @@ class TagModel:
         """`alternatives`: rank only the chosen tags and that many others (a server showing a
         few suggestions need not turn every tag of the vocabulary into Python objects)."""
         margins, words = self._margins(titles)
-        centered = margins - self.thresholds_
+        margins -= self.thresholds_
+        lists = self._ranking_lists()
         return [
-            self._prediction(row, scores, alternatives, title_words)
-            for row, scores, title_words in zip(
-                centered, self.calibrate(centered), words, strict=True
-            )
+            self._prediction(centered, alternatives, title_words, lists)
+            for centered, title_words in zip(margins.tolist(), words, strict=True)
         ]
 
     def _prediction(
-        self, centered: np.ndarray, scores: np.ndarray, alternatives: int | None, words: list[str]
+        self,
+        centered: list[float],
+        alternatives: int | None,
+        words: list[str],
+        lists: _RankingLists,
     ) -> Prediction:
         """Tags ranked by margin over threshold (the scores follow the same order); those at or
-        above their threshold are chosen, at most max_tags, and always at least the best."""
-        chosen = max(1, min(int(np.count_nonzero(centered >= 0)), self.max_tags))
-        order = np.argsort(-centered, kind="stable")
+        above their threshold are chosen, at most max_tags, and always at least the best.
+
+        On Python floats: for one served title the few numpy calls this replaced (a
+        comparison, a count, an argsort, two gathers, the calibration of every tag) cost
+        more than ranking and calibrating the handful of tags shown (see _features).
+        `sorted(..., reverse=True)` keeps ties in index order, as numpy's stable argsort of
+        the negated margins did, so the ranking is the same.
+        """
+        order = sorted(range(len(centered)), key=centered.__getitem__, reverse=True)
+        chosen = max(1, sum(centered[tag] >= 0 for tag in order[: self.max_tags]))
         if alternatives is not None:
             order = order[: chosen + alternatives]
         # Scores to 4 decimals exactly as numpy's round(4) of their float64 values does
-        # (times 1e4, half to even, divided by 1e4), on Python floats: per title this
-        # replaces three numpy calls (see _features) with a few float operations.
-        ranked = list(
-            zip(
-                self.classes_[order].tolist(),
-                [round(score * 10000.0) / 10000.0 for score in scores[order].tolist()],
-                strict=True,
-            )
-        )
+        # (times 1e4, half to even, divided by 1e4).
+        ranked = [
+            (lists.classes[tag], round(lists.calibrate(centered[tag]) * 10000.0) / 10000.0)
+            for tag in order
+        ]
         return Prediction(tags=[tag for tag, _ in ranked[:chosen]], scores=ranked, words=words)
 
+    def _ranking_lists(self) -> _RankingLists:
+        """`classes_` and the calibration knots as Python lists, built again only when
+        either is replaced (a fit, a bundle load)."""
+        cached: _RankingLists | None = self.__dict__.get("_ranking_lists_")
+        if cached is None or not cached.made_from(self.classes_, self.calibration_):
+            cached = _RankingLists(self.classes_, self.calibration_)
+            self._ranking_lists_ = cached
+        return cached
+
     def predict_tag_sets(self, titles: Sequence[str]) -> list[list[str]]:
-        return [p.tags for p in self.predict(titles)]
+        """The chosen tags of each title (only they are calibrated)."""
+        return [p.tags for p in self.predict(titles, alternatives=0)]

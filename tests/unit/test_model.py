@@ -50,6 +50,20 @@ def test_ranking_a_few_alternatives_is_a_prefix_of_the_full_ranking(
         assert few.scores == whole.scores[: len(whole.tags) + alternatives]
 
 
+def test_one_title_is_calibrated_as_numpy_interpolates_bit_for_bit(trained_model, test_data):
+    """The served path calibrates its few shown tags on Python floats: every margin of the
+    test titles, every knot and points beyond both ends get numpy's very value."""
+    centered = trained_model.decision_function(test_data.titles) - trained_model.thresholds_
+    knots_x, knots_y = trained_model.calibration_
+    points = np.concatenate(
+        [centered.ravel(), knots_x, np.nextafter(knots_x, np.inf), np.linspace(-5, 5, 10_001)]
+    )
+    lists = trained_model._ranking_lists()
+    assert [lists.calibrate(x) for x in points.tolist()] == np.interp(
+        points, knots_x, knots_y
+    ).tolist()
+
+
 def test_chosen_tags_are_those_at_or_above_their_threshold(trained_model, test_data):
     """Calibration changes what a score says, never which tags are chosen."""
     titles = test_data.titles[:300]
