@@ -103,7 +103,7 @@ def _result(title: str, prediction: Prediction, version: str) -> dict[str, Any]:
     """Chosen tags with their scores best first, then the best of the rest as candidates."""
     chosen = len(prediction.tags)
     ranked = prediction.scores
-    metrics.TAGS_PER_PREDICTION.observe(chosen)
+    metrics.observe_tags_per_prediction(chosen)
     return {
         "title": title,
         "tags": [{"tag": tag, "score": score} for tag, score in ranked[:chosen]],

@@ -25,6 +25,7 @@ from prometheus_client import (
     multiprocess,
 )
 
+from tagloop import metric_writes
 from tagloop.web import answerstart
 
 if TYPE_CHECKING:
@@ -65,8 +66,8 @@ def _record(
     endpoint = environ.get(ROUTE_KEY) or _flask_route(environ)
     method = environ.get("REQUEST_METHOD", "")
     method = method if method in _METHODS else "OTHER"
-    _duration(endpoint, method).observe(time.perf_counter() - started)
-    _requests(endpoint, method, int(status[:3])).inc()
+    _duration(endpoint, method)(time.perf_counter() - started)
+    _requests(endpoint, method, int(status[:3]))(1)
 
 
 def _flask_route(environ: WSGIEnvironment) -> str:
@@ -74,15 +75,15 @@ def _flask_route(environ: WSGIEnvironment) -> str:
     return rule.rule if rule is not None else "unmatched"
 
 
-# The label sets are bounded, so their children are looked up once, not per request.
+# The label sets are bounded, so their children's writers are made once, not per request.
 @functools.cache
-def _duration(endpoint: str, method: str) -> Histogram:
-    return DURATION.labels(endpoint, method)
+def _duration(endpoint: str, method: str) -> metric_writes.Write:
+    return metric_writes.observer(DURATION.labels(endpoint, method))
 
 
 @functools.cache
-def _requests(endpoint: str, method: str, status: int) -> Counter:
-    return REQUESTS.labels(endpoint, method, str(status))
+def _requests(endpoint: str, method: str, status: int) -> metric_writes.Write:
+    return metric_writes.adder(REQUESTS.labels(endpoint, method, str(status)))
 
 
 def multiprocess_dir() -> str | None:
