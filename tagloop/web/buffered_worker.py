@@ -123,7 +123,8 @@ class _Pending:
 
 
 class _Writing:
-    """An answer the client's socket had no room for yet, written as room appears."""
+    """An answer the client's socket had no room for yet, written as room appears; the
+    client is dropped when it takes nothing for SOCKET_IO_SECONDS."""
 
     __slots__ = ("conn", "data", "deadline", "keepalive")
 
@@ -213,9 +214,17 @@ class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
         data = bytes(pending.data)
         reader = self._reader
         if reader is not None and (request := reader.parse(data, pending.conn.client)):
-            self._handlers[request.method, request.path](
-                Exchange(self, pending.conn, request, data)
-            )
+            try:
+                exchange = Exchange(self, pending.conn, request, data)
+            except Exception:  # e.g. a SCRIPT_NAME the path lacks: gunicorn's path answers it
+                self.serve_in_thread(pending.conn, data)
+                return
+            try:
+                self._handlers[request.method, request.path](exchange)
+            except Exception:  # a handler's bug must not stop the loop that serves everyone
+                self.log.exception("main-loop handler failed on %s %s", request.method, request.uri)
+                self.nr_conns -= 1
+                pending.conn.close()
             return
         self.serve_in_thread(pending.conn, data)
 
@@ -240,7 +249,9 @@ class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
         except OSError:
             self._written(writing, registered, keepalive=False, complete=False)
             return
-        writing.data = writing.data[sent:]
+        if sent:  # the deadline bounds a stall, not the whole answer
+            writing.deadline = time.monotonic() + SOCKET_IO_SECONDS
+            writing.data = writing.data[sent:]
         if not writing.data:
             self._written(writing, registered, writing.keepalive, complete=True)
         elif not registered:
