@@ -26,13 +26,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from prometheus_client import Counter, Gauge
 
 from inference_service.model_holder import LoadedModel
+from tagloop import metric_writes
 from tagloop.domain.drift import tag_shares, unknown_words
 from tagloop.domain.model import Prediction, TagModel
+from tagloop.metric_writes import Write
 
 WORDS = Counter(
     "tagloop_inference_drift_words_total",
@@ -54,6 +55,8 @@ TRAINING_TAG_SHARE = Gauge(
     ["tag"],
     multiprocess_mode="livemostrecent",
 )
+_add_words = metric_writes.adder(WORDS)
+_add_unknown_words = metric_writes.adder(UNKNOWN_WORDS)
 KEPT_VERSIONS = 4
 """Monitors kept at once: the served model plus rollout candidates and a predecessor."""
 
@@ -66,12 +69,14 @@ class VersionMonitor:
     vocabulary: dict[str, int]
     """The model's feature index; a word is known when it is a key (bigrams hold a space,
     which no word does)."""
-    tag_counters: dict[str, Any]
+    tag_counters: dict[str, Write]
+    """Adds to each tag's `PREDICTED_TAGS` child (tagloop/metric_writes.py)."""
 
     @classmethod
     def build(cls, version: str, model: TagModel) -> VersionMonitor:
         tags: list[str] = model.classes_.tolist()
-        return cls(version, model.vocabulary_, {tag: PREDICTED_TAGS.labels(tag) for tag in tags})
+        counters = {tag: metric_writes.adder(PREDICTED_TAGS.labels(tag)) for tag in tags}
+        return cls(version, model.vocabulary_, counters)
 
     def observe(self, predictions: Sequence[Prediction]) -> None:
         words = unknown = 0
@@ -80,9 +85,9 @@ class VersionMonitor:
             words += len(prediction.words)
             unknown += unknown_words(prediction.words, self.vocabulary)
             for tag in prediction.tags:
-                counters[tag].inc()
-        WORDS.inc(words)
-        UNKNOWN_WORDS.inc(unknown)
+                counters[tag](1)
+        _add_words(words)
+        _add_unknown_words(unknown)
 
 
 class DriftMonitor:

@@ -13,6 +13,9 @@ import functools
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from tagloop import metric_writes
+from tagloop.metric_writes import Write
+
 PREDICTIONS = Counter(
     "tagloop_inference_predictions_total",
     "Titles tagged, by the model version that tagged them and its rollout stage (full: the "
@@ -105,15 +108,18 @@ FEEDBACK_RATE_LIMITED = Counter(
 
 
 @functools.lru_cache(maxsize=16)
-def predictions(version: str, stage: str) -> Counter:
-    """The per-version prediction counter, looked up once per version, not per request."""
-    return PREDICTIONS.labels(version, stage)
+def predictions(version: str, stage: str) -> Write:
+    """Adds to the per-version prediction counter (made once per version, not per request)."""
+    return metric_writes.adder(PREDICTIONS.labels(version, stage))
 
 
 @functools.lru_cache(maxsize=16)
-def model_seconds(version: str, stage: str) -> Histogram:
-    """The per-version model-time histogram, looked up once per version, not per request."""
-    return MODEL_SECONDS.labels(version, stage)
+def model_seconds(version: str, stage: str) -> Write:
+    """Observes the per-version model time (made once per version, not per request)."""
+    return metric_writes.observer(MODEL_SECONDS.labels(version, stage))
+
+
+observe_tags_per_prediction = metric_writes.observer(TAGS_PER_PREDICTION)
 
 
 def record_swap(previous: str | None, version: str, loaded_at_unix: float, trigger: str) -> None:

@@ -71,7 +71,7 @@ def answer(holder: ModelHolder, body: dict[str, Any]) -> tuple[str, str]:
     # Drift is measured against the served model's vocabulary and training mix.
     drift.MONITOR.observe(served, predictions)
     results = [_result(*one) for one in zip(titles, predictions, versions, strict=True)]
-    text = json.dumps(results[0] if single else {"predictions": results})
+    text = results[0] if single else '{"predictions": [' + ", ".join(results) + "]}"
     return text, ", ".join(dict.fromkeys(versions))
 
 
@@ -99,19 +99,34 @@ def _valid_title(title: Any, where: str | None = None) -> str:
         raise ApiError(422, error.reason, message) from None
 
 
-def _result(title: str, prediction: Prediction, version: str) -> dict[str, Any]:
-    """Chosen tags with their scores best first, then the best of the rest as candidates."""
+def _result(title: str, prediction: Prediction, version: str) -> str:
+    """Chosen tags with their scores best first, then the best of the rest as candidates:
+    the JSON text `json.dumps` gives the object `{"title", "tags": [{"tag", "score"}, ...],
+    "model_version", "candidates": [...]}`, written directly (issue 19: building the dicts
+    and encoding them cost more than the text). Tag names and versions are few and encoded
+    once; scores are finite floats (rounded by `round`, which refuses NaN and infinities),
+    which JSON writes as their `repr`. tests/unit/test_predict_route.py holds this to
+    `json.dumps`."""
     chosen = len(prediction.tags)
     ranked = prediction.scores
-    metrics.TAGS_PER_PREDICTION.observe(chosen)
-    return {
-        "title": title,
-        "tags": [{"tag": tag, "score": score} for tag, score in ranked[:chosen]],
-        "model_version": version,
-        "candidates": [
-            {"tag": tag, "score": score} for tag, score in ranked[chosen : chosen + CANDIDATES]
-        ],
-    }
+    metrics.observe_tags_per_prediction(chosen)
+    return (
+        f'{{"title": {json.dumps(title)}, "tags": [{_scored(ranked[:chosen])}], '
+        f'"model_version": {_json_string(version)}, '
+        f'"candidates": [{_scored(ranked[chosen : chosen + CANDIDATES])}]}}'
+    )
+
+
+def _scored(ranked: list[tuple[str, float]]) -> str:
+    return ", ".join(
+        [f'{{"tag": {_json_string(tag)}, "score": {score!r}}}' for tag, score in ranked]
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _json_string(text: str) -> str:
+    """A tag name or model version as JSON (a model has ~100 tags; a replica 1-2 versions)."""
+    return json.dumps(text)
 
 
 @functools.lru_cache(maxsize=64)

@@ -62,8 +62,8 @@ def _timed(
 ) -> list[Prediction]:
     started = time.perf_counter()
     predictions = loaded.model.predict(titles, alternatives)
-    metrics.model_seconds(loaded.version, stage).observe(time.perf_counter() - started)
-    metrics.predictions(loaded.version, stage).inc(len(titles))
+    metrics.model_seconds(loaded.version, stage)(time.perf_counter() - started)
+    metrics.predictions(loaded.version, stage)(len(titles))
     return predictions
 
 

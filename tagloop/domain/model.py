@@ -15,6 +15,7 @@ is the SVM's.
 
 from __future__ import annotations
 
+import bisect
 import inspect
 import itertools
 import math
@@ -122,6 +123,67 @@ def _isotonic_knots(centered: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np
     knots_x = np.array([xs[a:b].mean() for a, b in itertools.pairwise(steps)])
     knots_y = ys[steps[:-1]]
     return knots_x.astype(np.float64), knots_y.astype(np.float64)
+
+
+def _sublinear_tf(size: int) -> list[float]:
+    """`1 + log(count)` for counts 1..size-1 (index = count; 0 is unused), each the float32
+    value numpy's float32 `log` and `+= 1.0` give, as TfidfVectorizer's sublinear tf."""
+    with np.errstate(divide="ignore"):  # log(0), the unused slot
+        table = np.log(np.arange(size, dtype=np.float32))
+    table += 1.0
+    values: list[float] = table.tolist()
+    values[0] = 0.0
+    return values
+
+
+class _ServingLists:
+    """A model's arrays as Python objects for serving one title with few numpy calls
+    (TagModel._features, TagModel._prediction): tag names and calibration map, idf,
+    sublinear tf by count, and the character terms without their `CHAR_MARK`."""
+
+    def __init__(self, model: TagModel) -> None:
+        classes, calibration, vocabulary, idf = self._source = model._serving_arrays()
+        knots_x, knots_y = calibration
+        self.classes: list[str] = classes.tolist()
+        self.knots_x: list[float] = knots_x.astype(np.float64).tolist()
+        self.knots_y: list[float] = knots_y.astype(np.float64).tolist()
+        self.idf: list[float] = idf.tolist()
+        self.sublinear_tf = _sublinear_tf(1024)  # grown by `sublinear` if ever needed
+        self.char_vocabulary = {
+            term[len(CHAR_MARK) :]: column
+            for term, column in vocabulary.items()
+            if term.startswith(CHAR_MARK)
+        }
+
+    def made_from(self, model: TagModel) -> bool:
+        """Whether the model's arrays are those the lists were built from (not copies or new
+        ones: a fit, a bundle load)."""
+        classes, calibration, vocabulary, idf = self._source
+        return (
+            model.classes_ is classes
+            and model.calibration_ is calibration
+            and model.vocabulary_ is vocabulary
+            and model.idf_ is idf
+        )
+
+    def sublinear(self, terms: int) -> list[float]:
+        """The sublinear tf table, grown first if it does not cover a count of `terms` (no
+        term occurs more often than a block has terms)."""
+        if terms >= len(self.sublinear_tf):
+            self.sublinear_tf = _sublinear_tf(2 * terms)
+        return self.sublinear_tf
+
+    def calibrate(self, centered: float) -> float:
+        """`np.interp(centered, knots_x, knots_y)`, bit for bit: the same cases and the same
+        float64 operations as numpy's C loop (tests/unit/test_model.py compares them)."""
+        xs, ys = self.knots_x, self.knots_y
+        j = bisect.bisect_right(xs, centered) - 1
+        if j < 0:
+            return ys[0]
+        if j == len(xs) - 1 or xs[j] == centered:
+            return ys[j]
+        slope = (ys[j + 1] - ys[j]) / (xs[j + 1] - xs[j])
+        return slope * (centered - xs[j]) + ys[j]
 
 
 class TagModel:
@@ -298,24 +360,33 @@ class TagModel:
 
     # -- serving ------------------------------------------------------------------
 
-    def _features(self, title: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    def _features(
+        self, title: str, lists: _ServingLists
+    ) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """Non-zero feature columns and weights of one title (words, then characters), as
         the TfidfVectorizer blocks compute them (sublinear tf, smoothed idf, each block
         l2-normalised), and the title's words. The title is normalised once and both
         blocks are weighted in one pass: per request, each numpy call costs more than the
-        arithmetic it does."""
+        arithmetic it does. So `tf * idf` is multiplied on Python floats: both factors are
+        float32 values, their exact product fits a float64, and `fromiter` rounds it to
+        float32 once, which is numpy's float32 product bit for bit."""
         text = normalize_title(title)
         words = words_of(text)
-        blocks = [with_bigrams(words)]
+        terms = with_bigrams(words)
+        counted = [self._term_counts(terms, self.vocabulary_)]
+        most = len(terms)
         if self.char_ngram:
-            blocks.append([CHAR_MARK + gram for gram in grams_of(text, self.char_ngram)])
-        counted = [self._term_counts(terms) for terms in blocks]
+            grams = grams_of(text, self.char_ngram)
+            counted.append(self._term_counts(grams, lists.char_vocabulary))
+            most = max(most, len(grams))
         size = sum(map(len, counted))
         columns = np.fromiter(itertools.chain(*counted), dtype=np.intp, count=size)
-        counts = itertools.chain.from_iterable(block.values() for block in counted)
-        weights = np.log(np.fromiter(counts, dtype=np.float32, count=size))
-        weights += 1.0
-        weights *= self.idf_[columns]
+        tf, idf = lists.sublinear(most), lists.idf
+        weights = np.fromiter(
+            (tf[count] * idf[column] for block in counted for column, count in block.items()),
+            dtype=np.float32,
+            count=size,
+        )
         start = 0
         for block in counted:
             part = weights[start : start + len(block)]
@@ -325,22 +396,25 @@ class TagModel:
             start += len(block)
         return columns, weights, words
 
-    def _term_counts(self, terms: list[str]) -> dict[int, int]:
+    @staticmethod
+    def _term_counts(terms: list[str], vocabulary: dict[str, int]) -> dict[int, int]:
         """Occurrences of each known term's column, in first-seen order (a plain loop: a
         `Counter` costs twice as much for the few dozen terms of a title)."""
         counts: dict[int, int] = {}
-        for column in map(self.vocabulary_.get, terms):
+        for column in map(vocabulary.get, terms):
             if column is not None:
                 counts[column] = counts.get(column, 0) + 1
         return counts
 
-    def _margins(self, titles: Sequence[str]) -> tuple[np.ndarray, list[list[str]]]:
+    def _margins(
+        self, titles: Sequence[str], lists: _ServingLists
+    ) -> tuple[np.ndarray, list[list[str]]]:
         """SVM margins, shape (n_titles, n_tags), and each title's words: per title one
         product of its few non-zero features with the stacked weight matrix."""
         margins = np.empty((len(titles), len(self.intercept_)), dtype=np.float32)
         words = []
         for row, title in enumerate(titles):
-            columns, weights, title_words = self._features(title)
+            columns, weights, title_words = self._features(title, lists)
             np.dot(weights, self.coef_[columns], out=margins[row])
             words.append(title_words)
         margins += self.intercept_
@@ -348,7 +422,7 @@ class TagModel:
 
     def decision_function(self, titles: Sequence[str]) -> np.ndarray:
         """SVM margins, shape (n_titles, n_tags)."""
-        return self._margins(titles)[0]
+        return self._margins(titles, self._serving_lists())[0]
 
     def calibrate(self, centered: np.ndarray) -> np.ndarray:
         """Probability that a tag is right, from its margin minus its threshold."""
@@ -363,35 +437,57 @@ class TagModel:
     def predict(self, titles: Sequence[str], alternatives: int | None = None) -> list[Prediction]:
         """`alternatives`: rank only the chosen tags and that many others (a server showing a
         few suggestions need not turn every tag of the vocabulary into Python objects)."""
-        margins, words = self._margins(titles)
-        centered = margins - self.thresholds_
+        lists = self._serving_lists()
+        margins, words = self._margins(titles, lists)
+        margins -= self.thresholds_
         return [
-            self._prediction(row, scores, alternatives, title_words)
-            for row, scores, title_words in zip(
-                centered, self.calibrate(centered), words, strict=True
-            )
+            self._prediction(centered, alternatives, title_words, lists)
+            for centered, title_words in zip(margins.tolist(), words, strict=True)
         ]
 
     def _prediction(
-        self, centered: np.ndarray, scores: np.ndarray, alternatives: int | None, words: list[str]
+        self,
+        centered: list[float],
+        alternatives: int | None,
+        words: list[str],
+        lists: _ServingLists,
     ) -> Prediction:
         """Tags ranked by margin over threshold (the scores follow the same order); those at or
-        above their threshold are chosen, at most max_tags, and always at least the best."""
-        chosen = max(1, min(int(np.count_nonzero(centered >= 0)), self.max_tags))
-        order = np.argsort(-centered, kind="stable")
+        above their threshold are chosen, at most max_tags, and always at least the best.
+
+        On Python floats: for one served title the few numpy calls this replaced (a
+        comparison, a count, an argsort, two gathers, the calibration of every tag) cost
+        more than ranking and calibrating the handful of tags shown (see _features).
+        `sorted(..., reverse=True)` keeps ties in index order, as numpy's stable argsort of
+        the negated margins did, so the ranking is the same.
+        """
+        order = sorted(range(len(centered)), key=centered.__getitem__, reverse=True)
+        chosen = max(1, sum(centered[tag] >= 0 for tag in order[: self.max_tags]))
         if alternatives is not None:
             order = order[: chosen + alternatives]
         # Scores to 4 decimals exactly as numpy's round(4) of their float64 values does
-        # (times 1e4, half to even, divided by 1e4), on Python floats: per title this
-        # replaces three numpy calls (see _features) with a few float operations.
-        ranked = list(
-            zip(
-                self.classes_[order].tolist(),
-                [round(score * 10000.0) / 10000.0 for score in scores[order].tolist()],
-                strict=True,
-            )
-        )
+        # (times 1e4, half to even, divided by 1e4).
+        ranked = [
+            (lists.classes[tag], round(lists.calibrate(centered[tag]) * 10000.0) / 10000.0)
+            for tag in order
+        ]
         return Prediction(tags=[tag for tag, _ in ranked[:chosen]], scores=ranked, words=words)
 
+    def _serving_arrays(
+        self,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], dict[str, int], np.ndarray]:
+        """What `_ServingLists` are made from."""
+        return (self.classes_, self.calibration_, self.vocabulary_, self.idf_)
+
+    def _serving_lists(self) -> _ServingLists:
+        """The model's serving arrays as Python objects, built again only when one of them
+        is replaced (a fit, a bundle load)."""
+        cached: _ServingLists | None = self.__dict__.get("_serving_lists_")
+        if cached is None or not cached.made_from(self):
+            cached = _ServingLists(self)
+            self._serving_lists_ = cached
+        return cached
+
     def predict_tag_sets(self, titles: Sequence[str]) -> list[list[str]]:
-        return [p.tags for p in self.predict(titles)]
+        """The chosen tags of each title (only they are calibrated)."""
+        return [p.tags for p in self.predict(titles, alternatives=0)]

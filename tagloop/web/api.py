@@ -18,9 +18,10 @@ from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
 from tagloop.domain import strict_json
+from tagloop.web import answerstart
 
 if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+    from _typeshed.wsgi import WSGIEnvironment
 
 log = logging.getLogger(__name__)
 
@@ -158,11 +159,11 @@ def install_security_headers(
     app: Flask, csp: str = JSON_CSP, extra: Mapping[str, str] | None = None
 ) -> None:
     """Defensive headers (and `extra` ones) on every response; a view may set its own first."""
-    app.wsgi_app = SecurityHeaders(app.wsgi_app, csp, extra or {})  # type: ignore[method-assign]
+    answerstart.add_hook(app, SecurityHeaders(csp, extra or {}))
 
 
 class SecurityHeaders:
-    """WSGI middleware adding the constant headers as the response starts (issue 19).
+    """Adds the constant headers as the answer starts (a hook of tagloop/web/answerstart.py).
 
     At the WSGI layer this is a few tuple appends per request; as a Flask
     after-request hook through `Response.headers` it cost ~40 µs, a tenth of a
@@ -170,28 +171,23 @@ class SecurityHeaders:
     upstream whose answer the UI relays) are kept.
     """
 
-    def __init__(self, app: WSGIApplication, csp: str, extra: Mapping[str, str]) -> None:
-        self.app = app
-        self.defaults = [
-            *SECURITY_HEADERS.items(),
-            ("Content-Security-Policy", csp),
-            *extra.items(),
-        ]
-        self.over_tls = [*self.defaults, HSTS]
+    def __init__(self, csp: str, extra: Mapping[str, str]) -> None:
+        defaults = [*SECURITY_HEADERS.items(), ("Content-Security-Policy", csp), *extra.items()]
+        # Each header with its lower-cased name, computed once rather than per answer.
+        self.defaults = [(name.lower(), (name, value)) for name, value in defaults]
+        self.over_tls = [*self.defaults, (HSTS[0].lower(), HSTS)]
 
-    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Any:
-        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            # Read at start time: a trusted proxy's X-Forwarded-Proto has been applied by now.
-            tls = environ.get("wsgi.url_scheme") == "https"
-            present = {name.lower() for name, _ in headers}
-            headers.extend(
-                (n, v)
-                for n, v in (self.over_tls if tls else self.defaults)
-                if n.lower() not in present
-            )
-            return start_response(status, headers, exc_info)
-
-        return self.app(environ, start)
+    def __call__(
+        self, environ: WSGIEnvironment, status: str, headers: list[tuple[str, str]], _: float
+    ) -> None:
+        # Read at start time: a trusted proxy's X-Forwarded-Proto has been applied by now.
+        tls = environ.get("wsgi.url_scheme") == "https"
+        present = {name.lower() for name, _ in headers}
+        headers.extend(
+            header
+            for lowered, header in (self.over_tls if tls else self.defaults)
+            if lowered not in present
+        )
 
 
 def refuse_redirects(app: Flask) -> None:
@@ -228,36 +224,39 @@ def install_cors(app: Flask, origin: str, path_prefix: str = "/api/") -> None:
             return response
         return None
 
-    app.wsgi_app = CorsHeaders(app.wsgi_app, origin, path_prefix)  # type: ignore[method-assign]
+    answerstart.add_hook(app, CorsHeaders(origin, path_prefix))
+
+
+_ALLOW_NAMES = frozenset({"access-control-allow-origin", "access-control-expose-headers"})
 
 
 class CorsHeaders:
-    """WSGI middleware: `Vary: Origin` on `path_prefix*`, and the allow headers for `origin`.
+    """`Vary: Origin` on `path_prefix*`, and the allow headers for `origin`, as the answer
+    starts (a hook of tagloop/web/answerstart.py, for the reason `SecurityHeaders` gives)."""
 
-    At the WSGI layer for the reason `SecurityHeaders` gives.
-    """
-
-    def __init__(self, app: WSGIApplication, origin: str, path_prefix: str) -> None:
-        self.app = app
+    def __init__(self, origin: str, path_prefix: str) -> None:
         self.origin = origin
         self.path_prefix = path_prefix
+        self.allow = [
+            ("Access-Control-Allow-Origin", origin),
+            ("Access-Control-Expose-Headers", EXPOSED_HEADERS),
+        ]
 
-    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Any:
+    def __call__(
+        self, environ: WSGIEnvironment, status: str, headers: list[tuple[str, str]], _: float
+    ) -> None:
         path = "/" + environ.get("PATH_INFO", "").lstrip("/")  # as Flask's request.path
         if not path.startswith(self.path_prefix):
-            return self.app(environ, start_response)
-        allowed = environ.get("HTTP_ORIGIN") == self.origin
-
-        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            vary = next((v for n, v in headers if n.lower() == "vary"), "")
+            return
+        names = [name.lower() for name, _ in headers]
+        if "vary" not in names:
+            headers.append(("Vary", "Origin"))
+        else:
+            vary = headers[names.index("vary")][1]
             if "origin" not in vary.lower():
                 headers[:] = [(n, v) for n, v in headers if n.lower() != "vary"]
                 headers.append(("Vary", f"{vary}, Origin" if vary else "Origin"))
-            if allowed:
-                names = {"access-control-allow-origin", "access-control-expose-headers"}
-                headers[:] = [(n, v) for n, v in headers if n.lower() not in names]
-                headers.append(("Access-Control-Allow-Origin", self.origin))
-                headers.append(("Access-Control-Expose-Headers", EXPOSED_HEADERS))
-            return start_response(status, headers, exc_info)
-
-        return self.app(environ, start)
+        if environ.get("HTTP_ORIGIN") == self.origin:
+            if not _ALLOW_NAMES.isdisjoint(names):
+                headers[:] = [(n, v) for n, v in headers if n.lower() not in _ALLOW_NAMES]
+            headers.extend(self.allow)

@@ -86,8 +86,19 @@ def _is_trusted(networks: Iterable[Network]) -> Any:
     return trusted
 
 
+ORIGINAL = "werkzeug.proxy_fix.orig"
+"""Environ key where ProxyFix keeps the values it may rewrite; its presence says the peer is
+a trusted proxy (the replica believes the UI's annotator header exactly then)."""
+
+
 class TrustedProxyFix:
-    """WSGI middleware: ProxyFix for requests from a trusted peer, headers ignored otherwise."""
+    """WSGI middleware: ProxyFix for requests from a trusted peer, headers ignored otherwise.
+
+    A trusted peer's request without any of the X-Forwarded-* headers it reads (For, Proto,
+    Host; Port and Prefix are never trusted) (the UI's health checks, a
+    client on the pod network) only gets `ORIGINAL` recorded, as ProxyFix would do,
+    without its header parsing (issue 19: every request passes here).
+    """
 
     def __init__(self, app: WSGIApplication, chain: ProxyChain) -> None:
         self.app = app
@@ -97,6 +108,21 @@ class TrustedProxyFix:
         self.trusted = _is_trusted(chain.trusted_networks)
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Any:
-        if self.trusted(environ.get("REMOTE_ADDR", "")):
+        if not self.trusted(environ.get("REMOTE_ADDR", "")):
+            return self.app(environ, start_response)
+        if (
+            "HTTP_X_FORWARDED_FOR" in environ
+            or "HTTP_X_FORWARDED_PROTO" in environ
+            or "HTTP_X_FORWARDED_HOST" in environ
+        ):
             return self.fixed(environ, start_response)
+        get = environ.get
+        environ[ORIGINAL] = {
+            "REMOTE_ADDR": get("REMOTE_ADDR"),
+            "wsgi.url_scheme": get("wsgi.url_scheme"),
+            "HTTP_HOST": get("HTTP_HOST"),
+            "SERVER_NAME": get("SERVER_NAME"),
+            "SERVER_PORT": get("SERVER_PORT"),
+            "SCRIPT_NAME": get("SCRIPT_NAME"),
+        }
         return self.app(environ, start_response)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from flask import Flask, Response
 from prometheus_client import (
@@ -25,8 +25,11 @@ from prometheus_client import (
     multiprocess,
 )
 
+from tagloop import metric_writes
+from tagloop.web import answerstart
+
 if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+    from _typeshed.wsgi import WSGIEnvironment
 
 REQUESTS = Counter(
     "tagloop_http_requests_total",
@@ -47,32 +50,24 @@ front of the app) names its route template, the `endpoint` label Flask's rule wo
 
 def install(app: Flask) -> None:
     """Count and time every request; labels stay bounded (route template, known methods)."""
-    app.wsgi_app = _Measured(app.wsgi_app)  # type: ignore[method-assign]
+    answerstart.add_hook(app, _record)
 
 
-class _Measured:
-    """WSGI middleware recording each answer as it starts (issue 19: no Flask hooks, no `g`).
+def _record(
+    environ: WSGIEnvironment, status: str, headers: list[tuple[str, str]], started: float
+) -> None:
+    """Record an answer as it starts (a hook of tagloop/web/answerstart.py: no Flask hooks,
+    no `g`, issue 19).
 
     The route template is the one a plain WSGI route put under `ROUTE_KEY`, else the
     matched rule of the request Flask built for this environ (werkzeug keeps it in
     `werkzeug.request` until the response has started).
     """
-
-    def __init__(self, app: WSGIApplication) -> None:
-        self.app = app
-
-    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Any:
-        started = time.perf_counter()
-
-        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            endpoint = environ.get(ROUTE_KEY) or _flask_route(environ)
-            method = environ.get("REQUEST_METHOD", "")
-            method = method if method in _METHODS else "OTHER"
-            _duration(endpoint, method).observe(time.perf_counter() - started)
-            _requests(endpoint, method, int(status[:3])).inc()
-            return start_response(status, headers, exc_info)
-
-        return self.app(environ, start)
+    endpoint = environ.get(ROUTE_KEY) or _flask_route(environ)
+    method = environ.get("REQUEST_METHOD", "")
+    method = method if method in _METHODS else "OTHER"
+    _duration(endpoint, method)(time.perf_counter() - started)
+    _requests(endpoint, method, int(status[:3]))(1)
 
 
 def _flask_route(environ: WSGIEnvironment) -> str:
@@ -80,15 +75,15 @@ def _flask_route(environ: WSGIEnvironment) -> str:
     return rule.rule if rule is not None else "unmatched"
 
 
-# The label sets are bounded, so their children are looked up once, not per request.
+# The label sets are bounded, so their children's writers are made once, not per request.
 @functools.cache
-def _duration(endpoint: str, method: str) -> Histogram:
-    return DURATION.labels(endpoint, method)
+def _duration(endpoint: str, method: str) -> metric_writes.Write:
+    return metric_writes.observer(DURATION.labels(endpoint, method))
 
 
 @functools.cache
-def _requests(endpoint: str, method: str, status: int) -> Counter:
-    return REQUESTS.labels(endpoint, method, str(status))
+def _requests(endpoint: str, method: str, status: int) -> metric_writes.Write:
+    return metric_writes.adder(REQUESTS.labels(endpoint, method, str(status)))
 
 
 def multiprocess_dir() -> str | None:

@@ -1,11 +1,20 @@
 """The tag model: quality floor, fast-path equivalence, prediction shape."""
 
+import itertools
+import math
+
 import numpy as np
 import pytest
 
 from tagloop.domain.evaluation import calibration, evaluate
-from tagloop.domain.model import _THRESHOLD_GRID, TagModel, _best_f1_threshold, _isotonic_knots
-from tagloop.domain.text import char_grams, normalize_title
+from tagloop.domain.model import (
+    _THRESHOLD_GRID,
+    CHAR_MARK,
+    TagModel,
+    _best_f1_threshold,
+    _isotonic_knots,
+)
+from tagloop.domain.text import char_grams, grams_of, normalize_title, with_bigrams, words_of
 
 
 def test_fast_path_equals_the_estimators_it_came_from(trained_model, test_data):
@@ -18,6 +27,58 @@ def test_fast_path_equals_the_estimators_it_came_from(trained_model, test_data):
         np.testing.assert_allclose(
             fast[:, j], svm.decision_function(features), rtol=1e-4, atol=1e-5
         )
+
+
+def numpy_features(model: TagModel, title: str) -> tuple[np.ndarray, np.ndarray]:
+    """The served features as numpy arrays compute them (the serving path before issue 19's
+    Python-float weights): counts, float32 log, +1, times idf, each block l2-normalised."""
+    text = normalize_title(title)
+    blocks = [with_bigrams(words_of(text))]
+    if model.char_ngram:
+        blocks.append([CHAR_MARK + gram for gram in grams_of(text, model.char_ngram)])
+    counted = []
+    for terms in blocks:
+        counts: dict[int, int] = {}
+        for column in map(model.vocabulary_.get, terms):
+            if column is not None:
+                counts[column] = counts.get(column, 0) + 1
+        counted.append(counts)
+    size = sum(map(len, counted))
+    columns = np.fromiter(itertools.chain(*counted), dtype=np.intp, count=size)
+    counts = itertools.chain.from_iterable(block.values() for block in counted)
+    weights = np.log(np.fromiter(counts, dtype=np.float32, count=size))
+    weights += 1.0
+    weights *= model.idf_[columns]
+    start = 0
+    for block in counted:
+        part = weights[start : start + len(block)]
+        norm = math.sqrt(float(part @ part))
+        if norm:
+            part /= norm
+        start += len(block)
+    return columns, weights
+
+
+def test_served_features_are_numpys_float32_weights_bit_for_bit(trained_model, test_data):
+    """Weights multiplied on Python floats (one numpy call, not five) are numpy's float32
+    arithmetic exactly: every test title, and titles that repeat a term often enough to
+    grow the tf table."""
+    titles = [
+        *test_data.titles,
+        "",
+        "zzz unknown words only",
+        "C# C# C# c#",
+        "python " * 40,
+        "a " * 1500,
+        "ab" * 1300,
+    ]
+    lists = trained_model._serving_lists()
+    for title in titles:
+        columns, weights, _ = trained_model._features(title, lists)
+        expected_columns, expected = numpy_features(trained_model, title)
+        assert columns.tolist() == expected_columns.tolist()
+        assert weights.dtype == np.float32 and weights.tobytes() == expected.tobytes(), title
+    assert len(lists.sublinear_tf) > 1500
 
 
 def test_predictions_rank_every_tag_by_its_calibrated_score(trained_model, test_data):
@@ -48,6 +109,20 @@ def test_ranking_a_few_alternatives_is_a_prefix_of_the_full_ranking(
     for whole, few in zip(full, trained_model.predict(titles, alternatives), strict=True):
         assert few.tags == whole.tags
         assert few.scores == whole.scores[: len(whole.tags) + alternatives]
+
+
+def test_one_title_is_calibrated_as_numpy_interpolates_bit_for_bit(trained_model, test_data):
+    """The served path calibrates its few shown tags on Python floats: every margin of the
+    test titles, every knot and points beyond both ends get numpy's very value."""
+    centered = trained_model.decision_function(test_data.titles) - trained_model.thresholds_
+    knots_x, knots_y = trained_model.calibration_
+    points = np.concatenate(
+        [centered.ravel(), knots_x, np.nextafter(knots_x, np.inf), np.linspace(-5, 5, 10_001)]
+    )
+    lists = trained_model._serving_lists()
+    assert [lists.calibrate(x) for x in points.tolist()] == np.interp(
+        points, knots_x, knots_y
+    ).tolist()
 
 
 def test_chosen_tags_are_those_at_or_above_their_threshold(trained_model, test_data):

@@ -23,9 +23,9 @@ from werkzeug.test import Client, TestResponse
 from inference_service import drift
 from inference_service.app import create_app
 from inference_service.config import MAX_BATCH, MAX_BODY_BYTES, InferenceSettings
-from inference_service.predict import PATH, PredictRoute
+from inference_service.predict import CANDIDATES, PATH, PredictRoute, _result
 from inference_service.runtime import Runtime
-from tagloop.domain.model import TagModel
+from tagloop.domain.model import Prediction, TagModel
 from tests.unit.test_inference_api import TITLE, UI_ORIGIN, serve
 
 JSON = "application/json"
@@ -226,3 +226,42 @@ bodies = st.one_of(
 )
 def test_any_request_answers_alike(apps, body, content_type, environ):
     same_answer(apps, **post(body, content_type, environ_base=environ))
+
+
+SCORES = st.one_of(
+    st.integers(0, 10_000).map(lambda n: n / 10_000.0),  # what answers carry
+    st.floats(allow_nan=False, allow_infinity=False),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    title=st.text(max_size=40),
+    version=st.text(max_size=30),
+    ranked=st.lists(st.tuples(st.text(max_size=12), SCORES), min_size=1, max_size=12),
+    chosen=st.integers(1, 3),
+)
+def test_a_result_is_the_text_json_dumps_writes_for_it(
+    title: str, version: str, ranked: list[tuple[str, float]], chosen: int
+) -> None:
+    """The answer's text, written directly, is `json.dumps` of the result object: any
+    title, tag names and versions (escapes, non-ASCII, quotes), any finite score."""
+    chosen = min(chosen, len(ranked))
+    prediction = Prediction(tags=[tag for tag, _ in ranked[:chosen]], scores=ranked, words=[])
+    expected = {
+        "title": title,
+        "tags": [{"tag": tag, "score": score} for tag, score in ranked[:chosen]],
+        "model_version": version,
+        "candidates": [
+            {"tag": tag, "score": score} for tag, score in ranked[chosen : chosen + CANDIDATES]
+        ],
+    }
+    assert _result(title, prediction, version) == json.dumps(expected)
+
+
+def test_a_batch_answer_is_the_text_json_dumps_writes_for_it(apps):
+    titles = [TITLE, "sql join two tables", "   css grid  ", 'ünïcode "quoted" \\ title']
+    response = same_answer(apps, **post(json.dumps({"titles": titles}).encode()))
+    text = response.get_data(as_text=True)
+    assert json.dumps(json.loads(text)) == text
+    assert [r["title"] for r in json.loads(text)["predictions"]] == [t.strip() for t in titles]
