@@ -200,14 +200,11 @@ def create_app(
         if request.query_string:
             path += "?" + request.query_string.decode("latin-1")
         environ = request.environ
+        attempt = upstreams.prepare(
+            request.method, path, request.get_data(cache=False), environ, edge.forwarded(environ)
+        )
         try:
-            answer = upstreams.forward(
-                request.method,
-                path,
-                request.get_data(cache=False),
-                environ,
-                edge.forwarded(environ),
-            )
+            answer = upstreams.forward(attempt)
         except UpstreamError as error:
             return upstream_failure(error, request.method, path)
         g.upstream = answer.upstream

@@ -42,6 +42,12 @@ API_ENDPOINT = "/api/<path:rest>"
 DEFAULT_CONTENT_TYPE = Response().headers["Content-Type"]
 """What Flask's `Response` adds to an answer that names no type ("text/html; charset=utf-8")."""
 _REWRITTEN_HEADERS = frozenset({"location", "content-location"})
+PREFETCHED_KEY = "tagloop.ui.upstream_outcome"
+"""Environ key of the upstream `Answer` (or the `UpstreamError` instead) the UI's main loop
+fetched before calling the app (frontend/loop_proxy.py): answered from, not fetched again."""
+FAILED_UPSTREAM_KEY = "tagloop.ui.failed_upstream"
+"""Environ key of the upstream whose connection broke on the main loop's attempt: the
+request goes on to the others and is not repeated again."""
 
 
 def upstream_failure(error: UpstreamError, method: str, path: str) -> Response:
@@ -65,6 +71,21 @@ def _plain(answer: Answer) -> bool:
     )
 
 
+def fast_route(environ: WSGIEnvironment, max_body_bytes: int) -> tuple[str, int] | None:
+    """The exact inference route and body length of a request this handler answers, else None."""
+    route = exact_route(environ)
+    length = declared_length(environ, max_body_bytes, absent="0")
+    if route is None or environ.get("REQUEST_METHOD", "") not in ROUTES[route] or length is None:
+        return None
+    return route, length
+
+
+def upstream_path(route: str, environ: WSGIEnvironment) -> str:
+    """The route with the client's query string, as it is sent upstream."""
+    query = environ.get("QUERY_STRING")
+    return f"{route}?{query}" if query else route
+
+
 class FastApi:
     """WSGI middleware answering the exact proxied routes (module docstring)."""
 
@@ -77,29 +98,24 @@ class FastApi:
         self.max_body_bytes = max_body_bytes
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        method = environ.get("REQUEST_METHOD", "")
-        route = exact_route(environ)
-        length = declared_length(environ, self.max_body_bytes, absent="0")
-        if route is None or method not in ROUTES[route] or length is None:
+        matched = fast_route(environ, self.max_body_bytes)
+        if matched is None:
             return self.app(environ, start_response)
-        started = time.perf_counter()
+        route, length = matched
+        method = environ["REQUEST_METHOD"]
+        started = environ.get(httpmetrics.STARTED_KEY) or time.perf_counter()
         environ[httpmetrics.ROUTE_KEY] = API_ENDPOINT
         upstream: str | None = None
+        path = upstream_path(route, environ)
         try:
-            body = environ["wsgi.input"].read(length) if length else b""
-            query = environ.get("QUERY_STRING")
-            path = f"{route}?{query}" if query else route
-            try:
-                answer = self.upstreams.forward(
-                    method, path, body, environ, self.edge.forwarded(environ)
-                )
-            except UpstreamError as error:
-                response = upstream_failure(error, method, path)
+            outcome = environ.get(PREFETCHED_KEY) or self._forward(environ, method, path, length)
+            if isinstance(outcome, UpstreamError):
+                response = upstream_failure(outcome, method, path)
             else:
-                upstream = answer.upstream
-                if _plain(answer):
-                    return self._send(environ, start_response, answer, method, route, started)
-                response = relayed(answer)
+                upstream = outcome.upstream
+                if _plain(outcome):
+                    return self._send(environ, start_response, outcome, method, route, started)
+                response = relayed(outcome)
         except Exception:
             log.exception("unhandled error on %s %s", method, route)
             response = error_response(500, "internal", "internal server error")
@@ -109,6 +125,19 @@ class FastApi:
             method, route, response.status_code, time.perf_counter() - started, upstream, False
         )
         return response(environ, start_response)
+
+    def _forward(
+        self, environ: WSGIEnvironment, method: str, path: str, length: int
+    ) -> Answer | UpstreamError:
+        """The upstreams' answer, or why there is none (an attempt the main loop made counts)."""
+        body = environ["wsgi.input"].read(length) if length else b""
+        attempt = self.upstreams.prepare(method, path, body, environ, self.edge.forwarded(environ))
+        if failed := environ.get(FAILED_UPSTREAM_KEY):
+            attempt.broke_on(failed)
+        try:
+            return self.upstreams.forward(attempt)
+        except UpstreamError as error:
+            return error
 
     def _send(
         self,

@@ -43,6 +43,9 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 ROUTE_KEY = "tagloop.route"
 """Environ key where a handler that answers without Flask routing (a plain WSGI route in
 front of the app) names its route template, the `endpoint` label Flask's rule would give."""
+STARTED_KEY = "tagloop.started"
+"""Environ key of the request's `time.perf_counter()` start when work on it began before the
+app was called (the UI's main loop fetches a prediction first): its duration counts from there."""
 
 
 def install(app: Flask) -> None:
@@ -62,7 +65,7 @@ class _Measured:
         self.app = app
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Any:
-        started = time.perf_counter()
+        started = environ.get(STARTED_KEY) or time.perf_counter()
 
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             endpoint = environ.get(ROUTE_KEY) or _flask_route(environ)
