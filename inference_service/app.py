@@ -27,6 +27,7 @@ from tagloop.web.api import (
     refuse_redirects,
 )
 from tagloop.web.forwarding import TrustedProxyFix
+from tagloop.web.main_loop import respond, serve_in_main_loop
 
 EXTENSION = "tagloop_inference"
 SPEC_PATH = Path(__file__).with_name("openapi.json")
@@ -54,6 +55,9 @@ def create_app(
     if predict_route:
         # Innermost: the middleware below wraps its answers exactly as Flask's.
         app.wsgi_app = PredictRoute(app.wsgi_app, holder)  # type: ignore[method-assign]
+        # A prediction is CPU-only work: answered in the worker's main loop, no thread
+        # hand-off (tagloop/web/main_loop.py), through this same app.
+        serve_in_main_loop(app, {("POST", predicting.PATH): respond})
     if settings.proxy.enabled:
         # The client address for rate limiting is the one our proxies (the UI) saw.
         app.wsgi_app = TrustedProxyFix(app.wsgi_app, settings.proxy)  # type: ignore[method-assign]

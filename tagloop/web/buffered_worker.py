@@ -15,6 +15,10 @@ writes (a larger or chunked body, the answer to a client that does not read)
 waits at most `SOCKET_IO_SECONDS` per call, and a stalled client then counts as
 gone. Connections per worker stay bounded by gunicorn's `worker_connections`.
 
+A complete request for one of the app's main-loop routes (main_loop.py) is
+answered right there, without a thread; everything else goes to a thread as
+described.
+
 TLS connections are served exactly as gthread does (the bytes must be
 decrypted in a thread); tagloop terminates TLS in front of its services.
 """
@@ -23,14 +27,19 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import heapq
+import itertools
 import re
 import selectors
 import socket
 import time
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 from gunicorn.workers.gthread import TConn, ThreadWorker
+
+from tagloop.web.main_loop import Exchange, Handler, RequestReader, reader_for
 
 REQUEST_HEAD_SECONDS = 10.0
 """From a connection's first byte (or its opening) to a complete request head."""
@@ -113,12 +122,34 @@ class _Pending:
         self.done = False
 
 
+class _Writing:
+    """An answer the client's socket had no room for yet, written as room appears; the
+    client is dropped when it takes nothing for SOCKET_IO_SECONDS."""
+
+    __slots__ = ("conn", "data", "deadline", "keepalive")
+
+    def __init__(self, conn: TConn, data: memoryview, keepalive: bool) -> None:
+        self.conn = conn
+        self.data = data
+        self.keepalive = keepalive
+        self.deadline = time.monotonic() + SOCKET_IO_SECONDS
+
+
 class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
     """gthread with request collection in the main loop (see the module docstring)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._collecting: dict[int, _Pending] = {}
+        self._writing: dict[int, _Writing] = {}
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._timer_order = itertools.count()
+        self._reader: RequestReader | None = None
+        self._handlers: dict[tuple[str, str], Handler] = {}
+
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        self._reader, self._handlers = reader_for(self.wsgi, self.cfg)
 
     def accept(self, listener: socket.socket) -> None:
         if self.cfg.is_ssl:
@@ -180,11 +211,76 @@ class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
 
     def _hand_over(self, pending: _Pending) -> None:
         self._forget(pending)
-        conn = pending.conn
+        data = bytes(pending.data)
+        reader = self._reader
+        if reader is not None and (request := reader.parse(data, pending.conn.client)):
+            try:
+                exchange = Exchange(self, pending.conn, request, data)
+            except Exception:  # e.g. a SCRIPT_NAME the path lacks: gunicorn's path answers it
+                self.serve_in_thread(pending.conn, data)
+                return
+            try:
+                self._handlers[request.method, request.path](exchange)
+            except Exception:  # a handler's bug must not stop the loop that serves everyone
+                self.log.exception("main-loop handler failed on %s %s", request.method, request.uri)
+                self.nr_conns -= 1
+                pending.conn.close()
+            return
+        self.serve_in_thread(pending.conn, data)
+
+    def serve_in_thread(self, conn: TConn, data: bytes) -> None:
+        """gthread's way: a pool thread parses and answers the collected request."""
         conn.init()  # plain HTTP/1: creates the parser (once per connection), nothing blocks
-        conn.parser.unreader.unread(bytes(pending.data))
+        conn.parser.unreader.unread(data)
         conn.data_ready = True
         self.enqueue_req(conn)
+
+    def send_answer(self, conn: TConn, data: bytes, keepalive: bool) -> None:
+        """Send an answer made in the main loop without waiting on the client: what does not
+        fit now is written when the poller reports room, within SOCKET_IO_SECONDS."""
+        self._write(_Writing(conn, memoryview(data), keepalive), registered=False)
+
+    def _write(self, writing: _Writing, registered: bool) -> None:
+        sock = writing.conn.sock
+        try:
+            sent = sock.send(writing.data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self._written(writing, registered, keepalive=False, complete=False)
+            return
+        if sent:  # the deadline bounds a stall, not the whole answer
+            writing.deadline = time.monotonic() + SOCKET_IO_SECONDS
+            writing.data = writing.data[sent:]
+        if not writing.data:
+            self._written(writing, registered, writing.keepalive, complete=True)
+        elif not registered:
+            self._writing[sock.fileno()] = writing
+            self.poller.register(sock, selectors.EVENT_WRITE, lambda _: self._write(writing, True))
+
+    def _written(
+        self, writing: _Writing, registered: bool, keepalive: bool, complete: bool
+    ) -> None:
+        """As gthread's `finish_request`: back to the poller for the next request, or closed
+        (gracefully after a whole answer, at once when the client broke off or stalled)."""
+        conn = writing.conn
+        if registered:
+            self._writing.pop(conn.sock.fileno(), None)
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self.poller.unregister(conn.sock)
+        if keepalive and self.alive:
+            conn.set_timeout()
+            self.keepalived_conns.append(conn)
+            self.poller.register(
+                conn.sock, selectors.EVENT_READ, partial(self.on_client_socket_readable, conn)
+            )
+        else:
+            self.nr_conns -= 1
+            conn.close(graceful=complete)
+
+    def expire_at(self, deadline: float, callback: Callable[[], None]) -> None:
+        """Run `callback` in the main loop once `deadline` (time.monotonic()) has passed."""
+        heapq.heappush(self._timers, (deadline, next(self._timer_order), callback))
 
     def _drop(self, pending: _Pending, answer: bool) -> None:
         self._forget(pending)
@@ -195,9 +291,15 @@ class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
         pending.conn.close()
 
     def murder_pending(self) -> None:
-        """Also close the connections whose request did not arrive in time (all, when stopping)."""
+        """Also close the connections whose request did not arrive in time (all, when
+        stopping) and those whose client stopped taking its answer; run due timers."""
         super().murder_pending()
         now = time.monotonic()
         for pending in list(self._collecting.values()):
             if pending.deadline <= now or not self.alive:
                 self._drop(pending, answer=True)
+        for writing in list(self._writing.values()):
+            if writing.deadline <= now:
+                self._written(writing, registered=True, keepalive=False, complete=False)
+        while self._timers and self._timers[0][0] <= now:
+            heapq.heappop(self._timers)[2]()
