@@ -32,6 +32,7 @@ from tagloop.web.api import (
     refuse_redirects,
 )
 from tagloop.web.forwarding import TrustedProxyFix
+from tagloop.web.main_loop import serve_in_main_loop
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,6 @@ MAX_QUEUE_PAGE = 100
 MAIN_LOOP_CONNECTIONS = 32
 """Idle upstream connections kept per upstream beyond one per thread: the worker's main loop
 has as many exchanges in flight as clients waiting (frontend/loop_proxy.py)."""
-MAIN_LOOP_HANDLER = "tagloop.main_loop_handler"
-"""Where `create_app` leaves the app's main-loop handler (in `app.extensions`)."""
 
 # Everything the page loads comes from this origin; nothing inline, no framing.
 PAGE_CSP = (
@@ -126,10 +125,18 @@ def create_app(
     )
     edge = Edge(settings.annotator_secret, settings.identity_header)
     if fast_api:
-        app.wsgi_app = FastApi(app.wsgi_app, upstreams, edge, MAX_BODY_BYTES)  # type: ignore[method-assign]
-        app.extensions[MAIN_LOOP_HANDLER] = LoopProxy(
-            app, upstreams, edge, settings.proxy, MAX_BODY_BYTES, settings.upstream_timeout_seconds
+        fast = FastApi(app.wsgi_app, upstreams, edge, MAX_BODY_BYTES)
+        app.wsgi_app = fast  # type: ignore[method-assign]
+        # The proxied routes wait for a replica in the worker's main loop, not in a thread.
+        proxy = LoopProxy(
+            upstreams,
+            edge,
+            settings.proxy,
+            MAX_BODY_BYTES,
+            settings.upstream_timeout_seconds,
+            fast.handovers,
         )
+        serve_in_main_loop(app, {(m, path): proxy for path, ms in ROUTES.items() for m in ms})
     if settings.proxy.enabled:
         app.wsgi_app = TrustedProxyFix(app.wsgi_app, settings.proxy)  # type: ignore[method-assign]
     client_config = {

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from flask import Response
@@ -45,9 +46,37 @@ _REWRITTEN_HEADERS = frozenset({"location", "content-location"})
 PREFETCHED_KEY = "tagloop.ui.upstream_outcome"
 """Environ key of the upstream `Answer` (or the `UpstreamError` instead) the UI's main loop
 fetched before calling the app (frontend/loop_proxy.py): answered from, not fetched again."""
-FAILED_UPSTREAM_KEY = "tagloop.ui.failed_upstream"
-"""Environ key of the upstream whose connection broke on the main loop's attempt: the
-request goes on to the others and is not repeated again."""
+
+
+@dataclass(frozen=True)
+class HandOver:
+    """What the main loop knows of a request it hands to a thread after its connection to an
+    upstream broke: when the request started, and on which upstream it was sent."""
+
+    started: float
+    failed_upstream: str
+
+
+class HandOvers:
+    """`HandOver` notes by client socket, from the main loop to the thread path.
+
+    The thread parses the request again and builds its own environ, which names
+    the client's socket (`gunicorn.socket`); the note goes with the request
+    there, so the request is not sent to that upstream again and its duration
+    counts from its start in the loop. A handed-over request is always one of
+    the exact routes, so the thread's `FastApi` takes each note.
+    """
+
+    def __init__(self) -> None:
+        self._notes: dict[object, HandOver] = {}
+
+    def leave(self, sock: object, note: HandOver) -> None:
+        self._notes[sock] = note
+
+    def take(self, environ: WSGIEnvironment) -> HandOver | None:
+        if not self._notes:  # the usual case
+            return None
+        return self._notes.pop(environ.get("gunicorn.socket"), None)
 
 
 def upstream_failure(error: UpstreamError, method: str, path: str) -> Response:
@@ -96,6 +125,7 @@ class FastApi:
         self.upstreams = upstreams
         self.edge = edge
         self.max_body_bytes = max_body_bytes
+        self.handovers = HandOvers()
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         matched = fast_route(environ, self.max_body_bytes)
@@ -103,12 +133,17 @@ class FastApi:
             return self.app(environ, start_response)
         route, length = matched
         method = environ["REQUEST_METHOD"]
+        note = self.handovers.take(environ)
+        if note is not None:
+            environ[httpmetrics.STARTED_KEY] = note.started
         started = environ.get(httpmetrics.STARTED_KEY) or time.perf_counter()
         environ[httpmetrics.ROUTE_KEY] = API_ENDPOINT
         upstream: str | None = None
         path = upstream_path(route, environ)
         try:
-            outcome = environ.get(PREFETCHED_KEY) or self._forward(environ, method, path, length)
+            outcome = environ.get(PREFETCHED_KEY) or self._forward(
+                environ, method, path, length, note.failed_upstream if note else None
+            )
             if isinstance(outcome, UpstreamError):
                 response = upstream_failure(outcome, method, path)
             else:
@@ -127,13 +162,19 @@ class FastApi:
         return response(environ, start_response)
 
     def _forward(
-        self, environ: WSGIEnvironment, method: str, path: str, length: int
+        self,
+        environ: WSGIEnvironment,
+        method: str,
+        path: str,
+        length: int,
+        failed_upstream: str | None,
     ) -> Answer | UpstreamError:
-        """The upstreams' answer, or why there is none (an attempt the main loop made counts)."""
+        """The upstreams' answer, or why there is none (after the main loop's broken attempt
+        on `failed_upstream`, the others, and no repeat)."""
         body = environ["wsgi.input"].read(length) if length else b""
         attempt = self.upstreams.prepare(method, path, body, environ, self.edge.forwarded(environ))
-        if failed := environ.get(FAILED_UPSTREAM_KEY):
-            attempt.broke_on(failed)
+        if failed_upstream is not None:
+            attempt.broke_on(failed_upstream)
         try:
             return self.upstreams.forward(attempt)
         except UpstreamError as error:

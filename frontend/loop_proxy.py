@@ -18,7 +18,7 @@ the failover rules stay in one place (`proxy.UpstreamPool`): a TLS upstream or
 none with an idle connection (the thread connects; its connection then stays
 in the pool for the loop), and a connection that broke on the loop's attempt
 (the thread goes on to the other upstreams, without repeating the request
-again: `fast_api.FAILED_UPSTREAM_KEY`). An upstream too slow to answer is the
+again: `fast_api.HandOvers`). An upstream too slow to answer is the
 504 the thread path gives, here without holding a thread.
 """
 
@@ -32,14 +32,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from frontend.edge import Edge
-from frontend.fast_api import FAILED_UPSTREAM_KEY, PREFETCHED_KEY, fast_route, upstream_path
+from frontend.fast_api import PREFETCHED_KEY, HandOver, HandOvers, fast_route, upstream_path
 from frontend.http1 import RECV_BYTES, AnswerParser, Connection, RawAnswer, ResponseBroken
 from frontend.proxy import UpstreamPool
 from tagloop.web import httpmetrics
 from tagloop.web.forwarding import ProxyChain, TrustedProxyFix
 
 if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +47,27 @@ Outcome = RawAnswer | OSError
 """What an upstream exchange ends with: the answer, or why there is none."""
 
 
+class Timers(Protocol):
+    def expire_at(self, deadline: float, callback: Callable[[], None]) -> None: ...
+
+
 class Exchange(Protocol):
     """What this handler uses of the worker's view of one complete request
-    (tagloop/web/main_loop.py)."""
+    (tagloop.web.main_loop.Exchange)."""
 
-    environ: WSGIEnvironment
-    poller: selectors.BaseSelector
+    @property
+    def environ(self) -> WSGIEnvironment: ...
 
-    def respond(self, app: WSGIApplication) -> None: ...
+    @property
+    def conn(self) -> Any: ...
+
+    @property
+    def worker(self) -> Timers: ...
+
+    @property
+    def poller(self) -> selectors.BaseSelector: ...
+
+    def respond(self) -> None: ...
 
     def to_thread(self) -> None: ...
 
@@ -94,7 +107,7 @@ class UpstreamExchange:
         self._send()
 
     def expire(self, now: float) -> None:
-        """Fail with `TimeoutError` if the deadline has passed (the loop calls this)."""
+        """Fail with `TimeoutError` if the deadline has passed (a timer calls this)."""
         if not self.finished and now >= self.deadline:
             self._finish(TimeoutError(errno.ETIMEDOUT, "no answer in time"))
 
@@ -153,20 +166,22 @@ class LoopProxy:
 
     def __init__(
         self,
-        app: WSGIApplication,
         upstreams: UpstreamPool,
         edge: Edge,
         proxy: ProxyChain,
         max_body_bytes: int,
         timeout_seconds: float,
+        handovers: HandOvers,
     ) -> None:
-        self.app = app
         self.upstreams = upstreams
         self.edge = edge
         self.max_body_bytes = max_body_bytes
         self.timeout_seconds = timeout_seconds
+        self.handovers = handovers
         self._proxy_fix = TrustedProxyFix(_answer_nothing, proxy) if proxy.enabled else None
         self.in_flight: set[UpstreamExchange] = set()
+        self._sweep_due: float | None = None
+        """When the timer that times out overdue exchanges runs (None: none armed)."""
 
     def __call__(self, exchange: Exchange) -> None:
         environ = exchange.environ
@@ -201,16 +216,16 @@ class LoopProxy:
                 else:
                     connection.close()
                 environ[PREFETCHED_KEY] = self.upstreams.answered(upstream, outcome)
-                exchange.respond(self.app)
+                exchange.respond()
                 return
             connection.close()
             failure = self.upstreams.failed(attempt, upstream, outcome)
-            if failure is None:  # broke after it was sent: the thread tries the others
-                environ[FAILED_UPSTREAM_KEY] = upstream
+            if failure is None:  # broke after it was sent: a thread tries the others
+                self.handovers.leave(exchange.conn.sock, HandOver(started, upstream))
                 exchange.to_thread()
                 return
             environ[PREFETCHED_KEY] = failure
-            exchange.respond(self.app)
+            exchange.respond()
 
         upstream_exchange = UpstreamExchange(
             connection,
@@ -221,11 +236,26 @@ class LoopProxy:
         )
         self.in_flight.add(upstream_exchange)
         upstream_exchange.start()
+        if not upstream_exchange.finished:
+            self._arm(exchange.worker, upstream_exchange.deadline)
 
-    def expire(self, now: float) -> None:
-        """Time out the upstream exchanges whose answer is overdue."""
+    def _arm(self, timers: Timers, deadline: float) -> None:
+        """One timer at a time, at the earliest deadline in flight (the worker checks its
+        timers about once a second), rather than one per request."""
+        if self._sweep_due is not None and self._sweep_due <= deadline:
+            return
+        self._sweep_due = deadline
+        timers.expire_at(deadline, lambda: self._sweep(timers, deadline))
+
+    def _sweep(self, timers: Timers, due: float) -> None:
+        """Time out the overdue exchanges; re-arm for the others."""
+        if self._sweep_due == due:
+            self._sweep_due = None
+        now = time.monotonic()
         for upstream_exchange in list(self.in_flight):
             upstream_exchange.expire(now)
+        if self.in_flight:
+            self._arm(timers, min(ux.deadline for ux in self.in_flight))
 
     def _as_the_app_sees(self, environ: WSGIEnvironment) -> WSGIEnvironment:
         """The environ after the trusted-proxy rules the app applies (a copy; the original is

@@ -45,7 +45,8 @@ ROUTE_KEY = "tagloop.route"
 front of the app) names its route template, the `endpoint` label Flask's rule would give."""
 STARTED_KEY = "tagloop.started"
 """Environ key of the request's `time.perf_counter()` start when work on it began before the
-app was called (the UI's main loop fetches a prediction first): its duration counts from there."""
+app was called (the UI's main loop fetches the upstream answer first): its duration counts
+from there. Read as the answer starts, so a handler inside the app may set it too."""
 
 
 def install(app: Flask) -> None:
@@ -65,13 +66,14 @@ class _Measured:
         self.app = app
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Any:
-        started = environ.get(STARTED_KEY) or time.perf_counter()
+        started = time.perf_counter()
 
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             endpoint = environ.get(ROUTE_KEY) or _flask_route(environ)
             method = environ.get("REQUEST_METHOD", "")
             method = method if method in _METHODS else "OTHER"
-            _duration(endpoint, method).observe(time.perf_counter() - started)
+            began = environ.get(STARTED_KEY) or started
+            _duration(endpoint, method).observe(time.perf_counter() - began)
             _requests(endpoint, method, int(status[:3])).inc()
             return start_response(status, headers, exc_info)
 

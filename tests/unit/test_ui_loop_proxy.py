@@ -1,10 +1,10 @@
 """The UI's main-loop handler answers exactly as the Flask route, without a thread for the wait.
 
 `LoopExchange` stands in for the buffered worker's view of one complete
-request (tagloop/web/main_loop.py): a WSGI environ, the worker's selectors
-poller, `respond(app)` answering inline and `to_thread()` serving the request
-the ordinary way (a fresh environ, with the `tagloop.*` keys the handler left).
-A plain selectors loop drives it. Every case is sent to the app with the
+request (tagloop.web.main_loop.Exchange): a WSGI environ, the worker's
+selectors poller and timers, `respond()` answering inline and `to_thread()`
+serving the request the ordinary way (a new environ for the same request). A
+plain selectors loop drives it (the real worker: tests/integration/test_ui_gunicorn.py). Every case is sent to the app with the
 handler and to the app whose Flask `/api/<path:rest>` route answers everything
 (`fast_api=False`); status, body, answer headers, HTTP metric increments and
 access log line must be equal. Real stub upstreams (werkzeug servers), a port
@@ -13,6 +13,8 @@ nobody listens on, one that hangs up and one too slow stand in for replicas.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import selectors
 import socket
@@ -21,6 +23,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -30,9 +33,9 @@ from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
-from frontend.app import MAIN_LOOP_HANDLER, MAX_BODY_BYTES, create_app
-from frontend.loop_proxy import LoopProxy
+from frontend.app import MAX_BODY_BYTES, create_app
 from frontend.settings import UISettings
+from tagloop.web.main_loop import main_loop_routes
 from tests.fixtures.pubsub import free_port
 from tests.unit.test_ui_fast_api import SECRET, Seen, _metrics, _normalised, cookie, header_text
 
@@ -41,46 +44,73 @@ Request = Callable[[], dict[str, Any]]
 """Builds the WSGI environ of one request, afresh each call (as a server parses it)."""
 
 
+class Timers:
+    """The worker's timers (`expire_at`), run by the test's loop."""
+
+    def __init__(self) -> None:
+        self.due: list[tuple[float, int, Callable[[], None]]] = []
+        self.order = itertools.count()
+
+    def expire_at(self, deadline: float, callback: Callable[[], None]) -> None:
+        heapq.heappush(self.due, (deadline, next(self.order), callback))
+
+    def run_due(self) -> None:
+        while self.due and self.due[0][0] <= time.monotonic():
+            heapq.heappop(self.due)[2]()
+
+
 class LoopExchange:
     """One complete request as the worker's main loop hands it to the app's handler."""
 
-    def __init__(self, app: Flask, request: Request, poller: selectors.BaseSelector) -> None:
+    def __init__(
+        self, app: Flask, request: Request, poller: selectors.BaseSelector, worker: Timers
+    ) -> None:
         self.app = app
         self.request = request
-        self.environ = request()
+        self.conn = SimpleNamespace(sock=object())
+        """The client connection; gunicorn names its socket in the environ it builds."""
+        self.environ = self._environ()
         self.poller = poller
+        self.worker = worker
         self.seen_by: str | None = None
         """"loop" (answered by `respond`) or "thread" (`to_thread`)."""
         self.answer: tuple[int, list[tuple[str, str]], bytes] | None = None
 
-    def respond(self, app: Any) -> None:
-        self._run(app, self.environ, "loop")
+    def _environ(self) -> dict[str, Any]:
+        return self.request() | {"gunicorn.socket": self.conn.sock}
+
+    def respond(self) -> None:
+        self._run(self.environ, "loop")
 
     def to_thread(self) -> None:
-        environ = self.request()
-        environ.update({k: v for k, v in self.environ.items() if k.startswith("tagloop.")})
-        self._run(self.app, environ, "thread")
+        """As the worker's thread path: the request parsed again, a new environ."""
+        self._run(self._environ(), "thread")
 
-    def _run(self, app: Any, environ: dict[str, Any], seen_by: str) -> None:
+    def _run(self, environ: dict[str, Any], seen_by: str) -> None:
         assert self.answer is None, "answered twice"
-        body, status, headers = run_wsgi_app(app, environ)
+        body, status, headers = run_wsgi_app(self.app, environ)
         self.answer = (int(status[:3]), list(headers.items()), b"".join(body))
         self.seen_by = seen_by
 
 
 def serve_in_loop(app: Flask, request: Request) -> LoopExchange:
-    """Hand the request to the app's main-loop handler and run a selectors loop until it is
-    answered (the handler's deadlines checked on every turn, as the worker does)."""
-    handler: LoopProxy = app.extensions[MAIN_LOOP_HANDLER]
+    """As the buffered worker: a request for a registered route goes to its handler, then a
+    selectors loop runs (with the worker's timers) until it is answered."""
+    worker = Timers()
     with selectors.DefaultSelector() as poller:
-        exchange = LoopExchange(app, request, poller)
-        handler(exchange)
+        exchange = LoopExchange(app, request, poller, worker)
+        route = (exchange.environ["REQUEST_METHOD"], exchange.environ["PATH_INFO"])
+        handler = main_loop_routes(app).get(route)
+        if handler is None:
+            exchange.to_thread()
+        else:
+            handler(exchange)  # type: ignore[arg-type]
         deadline = time.monotonic() + 10
         while exchange.answer is None:
             assert time.monotonic() < deadline, "no answer"
             for key, _ in poller.select(0.02):
                 key.data(key.fileobj)
-            handler.expire(time.monotonic())
+            worker.run_due()
         assert not poller.get_map(), "the upstream socket is left in the poller"
     return exchange
 
@@ -286,7 +316,9 @@ def test_upstream_failures_keep_their_meaning(
     cases = [
         # broke on the loop's kept-alive connection: sent once more, to the other, by a thread
         ([answers_once, kept_alive_upstreams[0]], "POST", "/api/predict", {}, 200, "thread"),
-        # ... but feedback is never sent twice: the loop answers the 502
+        # ... once only: after the loop's broken attempt the thread does not repeat it again
+        ([answers_once, answers_once + "/x"], "POST", "/api/predict", {}, 502, "thread"),
+        # ... and feedback is never sent twice: the loop answers the 502
         ([answers_once, kept_alive_upstreams[0]], "POST", "/api/feedback", {}, 502, "loop"),
         (
             [kept_alive_upstreams[0]],
@@ -324,7 +356,7 @@ def test_the_duration_counts_from_the_loop_s_start(
 
     before = fast_and_slow()
     release.clear()
-    threading.Timer(0.3, release.set).start()
+    threading.Timer(0.4, release.set).start()
     with caplog.at_level(logging.INFO, logger="frontend.app"):
         exchange = serve_in_loop(app, builder("GET", "/api/model"))
     assert exchange.seen_by == "loop"
