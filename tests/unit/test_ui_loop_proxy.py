@@ -358,6 +358,7 @@ def test_the_duration_counts_from_the_loop_s_start(
     release.clear()
     threading.Timer(0.4, release.set).start()
     with caplog.at_level(logging.INFO, logger="frontend.app"):
+        caplog.clear()
         exchange = serve_in_loop(app, builder("GET", "/api/model"))
     assert exchange.seen_by == "loop"
     count, fast = fast_and_slow()
