@@ -46,6 +46,8 @@ _REWRITTEN_HEADERS = frozenset({"location", "content-location"})
 PREFETCHED_KEY = "tagloop.ui.upstream_outcome"
 """Environ key of the upstream `Answer` (or the `UpstreamError` instead) the UI's main loop
 fetched before calling the app (frontend/loop_proxy.py): answered from, not fetched again."""
+HAND_OVER_NOTES = 1024
+"""At most this many requests handed from the main loop to threads are remembered at once."""
 
 
 @dataclass(frozen=True)
@@ -67,10 +69,15 @@ class HandOvers:
     the exact routes, so the thread's `FastApi` takes each note.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = HAND_OVER_NOTES) -> None:
         self._notes: dict[object, HandOver] = {}
+        self.limit = limit
 
     def leave(self, sock: object, note: HandOver) -> None:
+        """Keep `note` for the thread; the oldest goes beyond `limit` (a thread that never
+        reached the app, as when the worker stops, must not let notes pile up)."""
+        while len(self._notes) >= self.limit:
+            self._notes.pop(next(iter(self._notes)), None)
         self._notes[sock] = note
 
     def take(self, environ: WSGIEnvironment) -> HandOver | None:

@@ -24,17 +24,18 @@ again: `fast_api.HandOvers`). An upstream too slow to answer is the
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import selectors
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from frontend.edge import Edge
 from frontend.fast_api import PREFETCHED_KEY, HandOver, HandOvers, fast_route, upstream_path
 from frontend.http1 import RECV_BYTES, AnswerParser, Connection, RawAnswer, ResponseBroken
-from frontend.proxy import UpstreamPool
+from frontend.proxy import Attempt, UpstreamPool
 from tagloop.web import httpmetrics
 from tagloop.web.forwarding import ProxyChain, TrustedProxyFix
 
@@ -49,6 +50,11 @@ Outcome = RawAnswer | OSError
 
 class Timers(Protocol):
     def expire_at(self, deadline: float, callback: Callable[[], None]) -> None: ...
+
+
+class Connections(Protocol):
+    nr_conns: int
+    """Open client connections (gunicorn's ThreadWorker counts them)."""
 
 
 class Exchange(Protocol):
@@ -147,6 +153,10 @@ class UpstreamExchange:
         except ResponseBroken as error:
             self._finish(error)
             return
+        except Exception:  # a parser bug must not stop the worker's loop: a broken answer
+            log.exception("upstream answer not understood")
+            self._finish(ResponseBroken("answer not understood"))
+            return
         if answer is None:
             self.deadline = self.clock() + self.timeout
             return
@@ -156,7 +166,8 @@ class UpstreamExchange:
     def _finish(self, outcome: Outcome) -> None:
         self.finished = True
         if self._registered:
-            self.poller.unregister(self.connection.sock)
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self.poller.unregister(self.connection.sock)
             self._registered = False
         self.done(outcome)
 
@@ -207,34 +218,16 @@ class LoopProxy:
             exchange.to_thread()
             return
         environ[httpmetrics.STARTED_KEY] = started
-
-        def done(outcome: Outcome) -> None:
-            self.in_flight.discard(upstream_exchange)
-            if isinstance(outcome, RawAnswer):
-                if outcome.reusable:
-                    self.upstreams.give_back(upstream, connection)
-                else:
-                    connection.close()
-                environ[PREFETCHED_KEY] = self.upstreams.answered(upstream, outcome)
-                exchange.respond()
-                return
-            connection.close()
-            failure = self.upstreams.failed(attempt, upstream, outcome)
-            if failure is None:  # broke after it was sent: a thread tries the others
-                self.handovers.leave(exchange.conn.sock, HandOver(started, upstream))
-                exchange.to_thread()
-                return
-            environ[PREFETCHED_KEY] = failure
-            exchange.respond()
-
+        proxied = _Proxied(self, exchange, attempt, upstream, connection, started)
         upstream_exchange = UpstreamExchange(
             connection,
             self.upstreams.encoded(attempt, upstream),
             exchange.poller,
             self.timeout_seconds,
-            done,
+            proxied.done,
         )
         self.in_flight.add(upstream_exchange)
+        proxied.upstream_exchange = upstream_exchange
         upstream_exchange.start()
         if not upstream_exchange.finished:
             self._arm(exchange.worker, upstream_exchange.deadline)
@@ -257,6 +250,10 @@ class LoopProxy:
         if self.in_flight:
             self._arm(timers, min(ux.deadline for ux in self.in_flight))
 
+    def finished(self, upstream_exchange: UpstreamExchange | None) -> None:
+        if upstream_exchange is not None:
+            self.in_flight.discard(upstream_exchange)
+
     def _as_the_app_sees(self, environ: WSGIEnvironment) -> WSGIEnvironment:
         """The environ after the trusted-proxy rules the app applies (a copy; the original is
         the app's to change), which the forwarded headers are read from."""
@@ -271,3 +268,60 @@ class LoopProxy:
 def _answer_nothing(environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
     """The app behind the trusted-proxy rules when only their changes to the environ count."""
     return []
+
+
+class _Proxied:
+    """One request of a client waiting in the main loop for its upstream's answer."""
+
+    def __init__(
+        self,
+        proxy: LoopProxy,
+        exchange: Exchange,
+        attempt: Attempt,
+        upstream: str,
+        connection: Connection,
+        started: float,
+    ) -> None:
+        self.proxy = proxy
+        self.exchange = exchange
+        self.attempt = attempt
+        self.upstream = upstream
+        self.connection = connection
+        self.started = started
+        self.upstream_exchange: UpstreamExchange | None = None
+
+    def done(self, outcome: Outcome) -> None:
+        """Answer with the outcome, or hand the request on; called from the worker's loop, so
+        a bug closes this client's connection instead of stopping the worker."""
+        self.proxy.finished(self.upstream_exchange)
+        try:
+            self._settle(outcome)
+        except Exception:
+            log.exception("main-loop proxy failed on %s; connection closed", self.attempt.path)
+            _abandon(self.exchange)
+
+    def _settle(self, outcome: Outcome) -> None:
+        upstreams, exchange, upstream = self.proxy.upstreams, self.exchange, self.upstream
+        if isinstance(outcome, RawAnswer):
+            if outcome.reusable:
+                upstreams.give_back(upstream, self.connection)
+            else:
+                self.connection.close()
+            exchange.environ[PREFETCHED_KEY] = upstreams.answered(upstream, outcome)
+            exchange.respond()
+            return
+        self.connection.close()
+        failure = upstreams.failed(self.attempt, upstream, outcome)
+        if failure is None:  # broke after it was sent: a thread tries the others
+            self.proxy.handovers.leave(exchange.conn.sock, HandOver(self.started, upstream))
+            exchange.to_thread()
+            return
+        exchange.environ[PREFETCHED_KEY] = failure
+        exchange.respond()
+
+
+def _abandon(exchange: Exchange) -> None:
+    """Close the client's connection as the worker does for a handler that failed
+    (buffered_worker's `_hand_over`); the worker is a gunicorn ThreadWorker."""
+    cast(Connections, exchange.worker).nr_conns -= 1
+    exchange.conn.close()

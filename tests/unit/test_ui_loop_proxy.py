@@ -34,6 +34,8 @@ from prometheus_client import REGISTRY
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from frontend.app import MAX_BODY_BYTES, create_app
+from frontend.fast_api import HandOver, HandOvers
+from frontend.proxy import UpstreamPool
 from frontend.settings import UISettings
 from tagloop.web.main_loop import main_loop_routes
 from tests.fixtures.pubsub import free_port
@@ -45,9 +47,10 @@ Request = Callable[[], dict[str, Any]]
 
 
 class Timers:
-    """The worker's timers (`expire_at`), run by the test's loop."""
+    """The worker's timers (`expire_at`), run by the test's loop, and its connection count."""
 
     def __init__(self) -> None:
+        self.nr_conns = 1
         self.due: list[tuple[float, int, Callable[[], None]]] = []
         self.order = itertools.count()
 
@@ -67,14 +70,18 @@ class LoopExchange:
     ) -> None:
         self.app = app
         self.request = request
-        self.conn = SimpleNamespace(sock=object())
+        self.conn = SimpleNamespace(sock=object(), close=self._close)
         """The client connection; gunicorn names its socket in the environ it builds."""
+        self.closed = False
         self.environ = self._environ()
         self.poller = poller
         self.worker = worker
         self.seen_by: str | None = None
         """"loop" (answered by `respond`) or "thread" (`to_thread`)."""
         self.answer: tuple[int, list[tuple[str, str]], bytes] | None = None
+
+    def _close(self) -> None:
+        self.closed = True
 
     def _environ(self) -> dict[str, Any]:
         return self.request() | {"gunicorn.socket": self.conn.sock}
@@ -106,7 +113,7 @@ def serve_in_loop(app: Flask, request: Request) -> LoopExchange:
         else:
             handler(exchange)  # type: ignore[arg-type]
         deadline = time.monotonic() + 10
-        while exchange.answer is None:
+        while exchange.answer is None and not exchange.closed:
             assert time.monotonic() < deadline, "no answer"
             for key, _ in poller.select(0.02):
                 key.data(key.fileobj)
@@ -406,3 +413,30 @@ def test_hostile_requests_are_answered_alike(
         environ_base={"REMOTE_ADDR": "10.0.0.1" if trusted_peer else "203.0.113.5"},
     )
     assert_same(seen)
+
+
+def test_a_bug_after_the_upstream_answered_closes_that_connection_only(
+    kept_alive_upstreams: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing raised in the worker's loop: the client's connection is closed and counted."""
+    config = UISettings.from_env({"TAGLOOP_UI_UPSTREAMS": kept_alive_upstreams[0]})
+    app = create_app(config, TITLES)
+    run_wsgi_app(app, builder("GET", "/api/tags")())  # a kept-alive connection for the loop
+
+    def broken(*args: Any) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(UpstreamPool, "answered", broken)
+    exchange = serve_in_loop(app, builder("POST", "/api/predict", data=b"{}"))
+    assert exchange.closed and exchange.answer is None
+    assert exchange.worker.nr_conns == 0
+
+
+def test_hand_over_notes_stay_bounded() -> None:
+    notes = HandOvers(limit=3)
+    sockets = [object() for _ in range(5)]
+    for number, sock in enumerate(sockets):
+        notes.leave(sock, HandOver(float(number), "http://a"))
+    assert notes.take({"gunicorn.socket": sockets[0]}) is None  # the oldest went first
+    assert notes.take({"gunicorn.socket": sockets[4]}) == HandOver(4.0, "http://a")
+    assert notes.take({"gunicorn.socket": sockets[4]}) is None  # taken once
