@@ -11,11 +11,15 @@ import sys
 
 from flask import Flask, Response, jsonify, request
 
+from tagloop.web.main_loop import respond, serve_in_main_loop
+
 ANSWER_TAGS = [{"tag": "python", "score": 0.93}]
 CANDIDATES = [{"tag": f"tag{i}", "score": 0.1} for i in range(5)]
 
 
-def create_app() -> Flask:
+def create_app(main_loop: bool = False) -> Flask:
+    """`main_loop=True`: the endpoint is answered in the worker's main loop, as the replica's
+    predictions are (a reference row only: the floor of the issue is the plain app)."""
     sys.setswitchinterval(0.001)  # as the replica's post_worker_init; inherited by the workers
     app = Flask(__name__)
 
@@ -31,4 +35,6 @@ def create_app() -> Flask:
             }
         )
 
+    if main_loop:
+        serve_in_main_loop(app, {("POST", "/api/predict"): respond})
     return app

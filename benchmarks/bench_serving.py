@@ -8,6 +8,10 @@ gthread worker, TAGLOOP_WORKERS x TAGLOOP_THREADS, keep-alive, preload):
 - ui+replica:  the same through the UI server's `/api/*` proxy (`tagloop serve ui`);
 - ui+bare:     with `--ui-over-bare`, a second UI in front of the bare app: the UI hop
   alone is its cost minus bare's;
+- bare in main loop: with `--bare-main-loop`, the bare endpoint answered in the worker's
+  main loop as the replica's predictions are (tagloop/web/main_loop.py): a reference row
+  that separates what the app costs from what the framing saves (the target compares
+  against the plain `bare`);
 - replica / ui+replica under attack: the same while 20 slow-header and 100 idle
   connections are held against the server under test (tagloop_dev.slow_clients).
 
@@ -17,7 +21,8 @@ each alike. Server CPU per request is user+system time of every server process
 (gunicorn masters and workers, from /proc) over the phase divided by the
 requests wrk completed. Writes benchmarks/results/serving.md and .json.
 
-    flock /work/wt/bench.lock python benchmarks/bench_serving.py [--seconds 6] [--rounds 3] [--ui-over-bare]
+    flock /work/wt/bench.lock python benchmarks/bench_serving.py [--seconds 6] [--rounds 3]
+        [--ui-over-bare] [--bare-main-loop]
 """
 
 from __future__ import annotations
@@ -97,7 +102,7 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-def bare_argv(port: int, workers: int, threads: int) -> list[str]:
+def bare_argv(port: int, workers: int, threads: int, main_loop: bool = False) -> list[str]:
     """The bare app on the replica's gunicorn settings (inference_service/gunicorn.conf.py)."""
     return [
         sys.executable,
@@ -118,7 +123,7 @@ def bare_argv(port: int, workers: int, threads: int) -> list[str]:
         f"127.0.0.1:{port}",
         "--log-level",
         "warning",
-        "bare_flask:create_app()",
+        f"bare_flask:create_app(main_loop={main_loop})",
     ]
 
 
@@ -206,6 +211,10 @@ def run(args: argparse.Namespace) -> dict[str, list[dict[str, float]]]:
         if args.ui_over_bare:
             ui_bare_url, ui_bare = stack.enter_context(_ui(tagloop, ui_env, bare_url))
             phases["ui+bare"] = (ui_bare_url, [ui_bare, bare], None)
+        if args.bare_main_loop:
+            looped_port = free_port()
+            looped = stack.enter_context(_bare(looped_port, args, main_loop=True))
+            phases["bare in main loop"] = (f"http://127.0.0.1:{looped_port}", [looped], None)
         # Through the UI as a browser calls it: with the annotator cookie its first visit got.
         ui_script = root / "predict-ui.lua"
         ui_script.write_text(WRK_SCRIPT + f'wrk.headers["Cookie"] = "{browser_cookie(ui_url)}"\n')
@@ -233,10 +242,10 @@ def _ui(tagloop: str, env: dict[str, str], upstream: str) -> Iterator[tuple[str,
 
 
 @contextmanager
-def _bare(port: int, args: argparse.Namespace) -> Iterator[int]:
+def _bare(port: int, args: argparse.Namespace, main_loop: bool = False) -> Iterator[int]:
     """The bare app; ready once it answers a prediction."""
     process = subprocess.Popen(
-        bare_argv(port, args.workers, args.threads),
+        bare_argv(port, args.workers, args.threads, main_loop),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         cwd=ROOT,
@@ -361,6 +370,11 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument(
         "--ui-over-bare", action="store_true", help="also measure a UI in front of the bare app"
+    )
+    parser.add_argument(
+        "--bare-main-loop",
+        action="store_true",
+        help="also measure the bare endpoint answered in the worker's main loop",
     )
     args = parser.parse_args()
     limiter = limiter_cost()
