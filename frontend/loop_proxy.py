@@ -190,7 +190,7 @@ class LoopProxy:
         self.timeout_seconds = timeout_seconds
         self.handovers = handovers
         self._proxy_fix = TrustedProxyFix(_answer_nothing, proxy) if proxy.enabled else None
-        self.in_flight: set[UpstreamExchange] = set()
+        self._in_flight: set[UpstreamExchange] = set()
         self._sweep_due: float | None = None
         """When the timer that times out overdue exchanges runs (None: none armed)."""
 
@@ -226,7 +226,7 @@ class LoopProxy:
             self.timeout_seconds,
             proxied.done,
         )
-        self.in_flight.add(upstream_exchange)
+        self._in_flight.add(upstream_exchange)
         proxied.upstream_exchange = upstream_exchange
         upstream_exchange.start()
         if not upstream_exchange.finished:
@@ -245,14 +245,14 @@ class LoopProxy:
         if self._sweep_due == due:
             self._sweep_due = None
         now = time.monotonic()
-        for upstream_exchange in list(self.in_flight):
+        for upstream_exchange in list(self._in_flight):
             upstream_exchange.expire(now)
-        if self.in_flight:
-            self._arm(timers, min(ux.deadline for ux in self.in_flight))
+        if self._in_flight:
+            self._arm(timers, min(ux.deadline for ux in self._in_flight))
 
     def finished(self, upstream_exchange: UpstreamExchange | None) -> None:
         if upstream_exchange is not None:
-            self.in_flight.discard(upstream_exchange)
+            self._in_flight.discard(upstream_exchange)
 
     def _as_the_app_sees(self, environ: WSGIEnvironment) -> WSGIEnvironment:
         """The environ after the trusted-proxy rules the app applies (a copy; the original is
