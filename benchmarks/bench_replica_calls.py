@@ -128,7 +128,10 @@ def apps() -> dict[str, WsgiApp]:
     runtime.holder.swap(
         LoadedModel(model=model, version="bench", metadata={}, loaded_at="", loaded_at_unix=0.0)
     )
-    found = {"bare": bare_flask.create_app().wsgi_app, "replica": replica.wsgi_app}
+    found: dict[str, WsgiApp] = {
+        "bare": bare_flask.create_app().wsgi_app,
+        "replica": replica.wsgi_app,
+    }
     for name, app in found.items():
         status, _ = call(app)
         if not status.startswith("200"):

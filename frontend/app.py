@@ -17,6 +17,7 @@ from prometheus_client import Counter
 from frontend.edge import Edge, log_request
 from frontend.fast_api import FastApi, relayed, upstream_failure
 from frontend.history import install_history
+from frontend.loop_proxy import LoopProxy
 from frontend.proxy import ROUTES, UpstreamError, UpstreamPool, exact_route
 from frontend.rollout_view import install_rollout_view
 from frontend.second_opinions import SecondOpinions
@@ -31,6 +32,7 @@ from tagloop.web.api import (
     refuse_redirects,
 )
 from tagloop.web.forwarding import TrustedProxyFix
+from tagloop.web.main_loop import serve_in_main_loop
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,9 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 # Bigger than the inference API's own limit, so that one answers 413 with its reason.
 MAX_BODY_BYTES = 2 * 1024 * 1024
 MAX_QUEUE_PAGE = 100
+MAIN_LOOP_CONNECTIONS = 32
+"""Idle upstream connections kept per upstream beyond one per thread: the worker's main loop
+has as many exchanges in flight as clients waiting (frontend/loop_proxy.py)."""
 
 # Everything the page loads comes from this origin; nothing inline, no framing.
 PAGE_CSP = (
@@ -106,7 +111,8 @@ def create_app(
     """Build the app; `titles` is the queue (loaded once by the caller, shared by workers).
 
     `fast_api=False` leaves every `/api/*` request to the Flask route, the
-    reference the plain WSGI path is tested against (frontend/fast_api.py).
+    reference the plain WSGI path and the main-loop handler are tested against
+    (frontend/fast_api.py, frontend/loop_proxy.py).
     """
     app = Flask(__name__, static_folder=str(STATIC_DIR), static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
@@ -114,12 +120,23 @@ def create_app(
     upstreams = pool or UpstreamPool(
         settings.upstreams,
         settings.upstream_timeout_seconds,
-        pool_size=settings.threads,
+        pool_size=settings.threads + MAIN_LOOP_CONNECTIONS,
         on_attempt=_count_attempt,
     )
     edge = Edge(settings.annotator_secret, settings.identity_header)
     if fast_api:
-        app.wsgi_app = FastApi(app.wsgi_app, upstreams, edge, MAX_BODY_BYTES)  # type: ignore[method-assign]
+        fast = FastApi(app.wsgi_app, upstreams, edge, MAX_BODY_BYTES)
+        app.wsgi_app = fast  # type: ignore[method-assign]
+        # The proxied routes wait for a replica in the worker's main loop, not in a thread.
+        proxy = LoopProxy(
+            upstreams,
+            edge,
+            settings.proxy,
+            MAX_BODY_BYTES,
+            settings.upstream_timeout_seconds,
+            fast.handovers,
+        )
+        serve_in_main_loop(app, {(m, path): proxy for path, ms in ROUTES.items() for m in ms})
     if settings.proxy.enabled:
         app.wsgi_app = TrustedProxyFix(app.wsgi_app, settings.proxy)  # type: ignore[method-assign]
     client_config = {
@@ -200,14 +217,11 @@ def create_app(
         if request.query_string:
             path += "?" + request.query_string.decode("latin-1")
         environ = request.environ
+        attempt = upstreams.prepare(
+            request.method, path, request.get_data(cache=False), environ, edge.forwarded(environ)
+        )
         try:
-            answer = upstreams.forward(
-                request.method,
-                path,
-                request.get_data(cache=False),
-                environ,
-                edge.forwarded(environ),
-            )
+            answer = upstreams.forward(attempt)
         except UpstreamError as error:
             return upstream_failure(error, request.method, path)
         g.upstream = answer.upstream

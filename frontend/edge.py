@@ -54,7 +54,11 @@ class Edge:
         )(self._verdict)
 
     def _verdict(self, cookie_header: str) -> str | None:
-        return self._cookies.verify(parse_cookie(cookie_header).get(COOKIE_NAME))
+        try:
+            cookies = parse_cookie(cookie_header)
+        except UnicodeDecodeError:  # not UTF-8 (werkzeug decodes it so): none of ours
+            return None
+        return self._cookies.verify(cookies.get(COOKIE_NAME))
 
     def cookie_annotator(self, environ: Mapping[str, Any]) -> str | None:
         """The request's verified annotator cookie id ("anon:<id>"), else None."""

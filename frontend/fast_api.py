@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from flask import Response
@@ -42,6 +43,47 @@ API_ENDPOINT = "/api/<path:rest>"
 DEFAULT_CONTENT_TYPE = Response().headers["Content-Type"]
 """What Flask's `Response` adds to an answer that names no type ("text/html; charset=utf-8")."""
 _REWRITTEN_HEADERS = frozenset({"location", "content-location"})
+PREFETCHED_KEY = "tagloop.ui.upstream_outcome"
+"""Environ key of the upstream `Answer` (or the `UpstreamError` instead) the UI's main loop
+fetched before calling the app (frontend/loop_proxy.py): answered from, not fetched again."""
+HAND_OVER_NOTES = 1024
+"""At most this many requests handed from the main loop to threads are remembered at once."""
+
+
+@dataclass(frozen=True)
+class HandOver:
+    """What the main loop knows of a request it hands to a thread after its connection to an
+    upstream broke: when the request started, and on which upstream it was sent."""
+
+    started: float
+    failed_upstream: str
+
+
+class HandOvers:
+    """`HandOver` notes by client socket, from the main loop to the thread path.
+
+    The thread parses the request again and builds its own environ, which names
+    the client's socket (`gunicorn.socket`); the note goes with the request
+    there, so the request is not sent to that upstream again and its duration
+    counts from its start in the loop. A handed-over request is always one of
+    the exact routes, so the thread's `FastApi` takes each note.
+    """
+
+    def __init__(self, limit: int = HAND_OVER_NOTES) -> None:
+        self._notes: dict[object, HandOver] = {}
+        self.limit = limit
+
+    def leave(self, sock: object, note: HandOver) -> None:
+        """Keep `note` for the thread; the oldest goes beyond `limit` (a thread that never
+        reached the app, as when the worker stops, must not let notes pile up)."""
+        while len(self._notes) >= self.limit:
+            self._notes.pop(next(iter(self._notes)), None)
+        self._notes[sock] = note
+
+    def take(self, environ: WSGIEnvironment) -> HandOver | None:
+        if not self._notes:  # the usual case
+            return None
+        return self._notes.pop(environ.get("gunicorn.socket"), None)
 
 
 def upstream_failure(error: UpstreamError, method: str, path: str) -> Response:
@@ -65,6 +107,21 @@ def _plain(answer: Answer) -> bool:
     )
 
 
+def fast_route(environ: WSGIEnvironment, max_body_bytes: int) -> tuple[str, int] | None:
+    """The exact inference route and body length of a request this handler answers, else None."""
+    route = exact_route(environ)
+    length = declared_length(environ, max_body_bytes, absent="0")
+    if route is None or environ.get("REQUEST_METHOD", "") not in ROUTES[route] or length is None:
+        return None
+    return route, length
+
+
+def upstream_path(route: str, environ: WSGIEnvironment) -> str:
+    """The route with the client's query string, as it is sent upstream."""
+    query = environ.get("QUERY_STRING")
+    return f"{route}?{query}" if query else route
+
+
 class FastApi:
     """WSGI middleware answering the exact proxied routes (module docstring)."""
 
@@ -75,31 +132,32 @@ class FastApi:
         self.upstreams = upstreams
         self.edge = edge
         self.max_body_bytes = max_body_bytes
+        self.handovers = HandOvers()
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        method = environ.get("REQUEST_METHOD", "")
-        route = exact_route(environ)
-        length = declared_length(environ, self.max_body_bytes, absent="0")
-        if route is None or method not in ROUTES[route] or length is None:
+        matched = fast_route(environ, self.max_body_bytes)
+        if matched is None:
             return self.app(environ, start_response)
-        started = time.perf_counter()
+        route, length = matched
+        method = environ["REQUEST_METHOD"]
+        note = self.handovers.take(environ)
+        if note is not None:
+            environ[httpmetrics.STARTED_KEY] = note.started
+        started = environ.get(httpmetrics.STARTED_KEY) or time.perf_counter()
         environ[httpmetrics.ROUTE_KEY] = API_ENDPOINT
         upstream: str | None = None
+        path = upstream_path(route, environ)
         try:
-            body = environ["wsgi.input"].read(length) if length else b""
-            query = environ.get("QUERY_STRING")
-            path = f"{route}?{query}" if query else route
-            try:
-                answer = self.upstreams.forward(
-                    method, path, body, environ, self.edge.forwarded(environ)
-                )
-            except UpstreamError as error:
-                response = upstream_failure(error, method, path)
+            outcome = environ.get(PREFETCHED_KEY) or self._forward(
+                environ, method, path, length, note.failed_upstream if note else None
+            )
+            if isinstance(outcome, UpstreamError):
+                response = upstream_failure(outcome, method, path)
             else:
-                upstream = answer.upstream
-                if _plain(answer):
-                    return self._send(environ, start_response, answer, method, route, started)
-                response = relayed(answer)
+                upstream = outcome.upstream
+                if _plain(outcome):
+                    return self._send(environ, start_response, outcome, method, route, started)
+                response = relayed(outcome)
         except Exception:
             log.exception("unhandled error on %s %s", method, route)
             response = error_response(500, "internal", "internal server error")
@@ -109,6 +167,25 @@ class FastApi:
             method, route, response.status_code, time.perf_counter() - started, upstream, False
         )
         return response(environ, start_response)
+
+    def _forward(
+        self,
+        environ: WSGIEnvironment,
+        method: str,
+        path: str,
+        length: int,
+        failed_upstream: str | None,
+    ) -> Answer | UpstreamError:
+        """The upstreams' answer, or why there is none (after the main loop's broken attempt
+        on `failed_upstream`, the others, and no repeat)."""
+        body = environ["wsgi.input"].read(length) if length else b""
+        attempt = self.upstreams.prepare(method, path, body, environ, self.edge.forwarded(environ))
+        if failed_upstream is not None:
+            attempt.broke_on(failed_upstream)
+        try:
+            return self.upstreams.forward(attempt)
+        except UpstreamError as error:
+            return error
 
     def _send(
         self,

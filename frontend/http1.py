@@ -18,6 +18,7 @@ import select
 import socket
 import ssl
 import threading
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -44,74 +45,91 @@ class RawAnswer:
     reusable: bool
 
 
-class Connection:
-    """One socket to an upstream, with the bytes read past the last answer."""
+class AnswerParser:
+    """One answer's bytes in, a `RawAnswer` out: the parsing rules of this client, without I/O.
 
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.buffer = b""
+    Fed whatever arrives (`feed`), and told when the connection closed (`end`),
+    it returns the answer once complete, so the blocking `Connection.exchange`
+    and the UI's main-loop exchange (frontend/loop_proxy.py) parse alike. Bytes
+    past the answer stay in `buffer`.
+    """
 
-    def dropped(self) -> bool:
-        """An idle kept-alive socket that is readable was closed (or spoke out of turn)."""
-        readable, _, _ = select.select([self.sock], [], [], 0)
-        return bool(readable) or bool(self.buffer)
+    def __init__(self, head_only: bool, buffer: bytes = b"") -> None:
+        self.buffer = buffer
+        self.closed = False
+        self._steps = self._parse(head_only)
+        self.answer: RawAnswer | None = None
 
-    def close(self) -> None:
-        self.sock.close()
+    def feed(self, data: bytes) -> RawAnswer | None:
+        """Take `data`; the answer once it is complete, else None (`ResponseBroken` if it is bad)."""
+        self.buffer += data
+        return self._advance()
 
-    def _fill(self) -> None:
-        chunk = self.sock.recv(RECV_BYTES)
-        if not chunk:
+    def end(self) -> RawAnswer:
+        """The connection closed: the answer if it ends there, else `ResponseBroken`."""
+        self.closed = True
+        answer = self._advance()
+        if answer is None:  # for the type checker: once closed, every step returns or raises
             raise ResponseBroken("connection closed before the answer was complete")
-        self.buffer += chunk
+        return answer
 
-    def _read_until(self, marker: bytes, limit: int) -> bytes:
+    def _advance(self) -> RawAnswer | None:
+        if self.answer is None:
+            try:
+                next(self._steps)
+            except StopIteration as done:
+                self.answer = done.value
+        return self.answer
+
+    def _more(self) -> Iterator[None]:
+        """Wait for the next bytes (one `yield`), or fail if none can come."""
+        if self.closed:
+            raise ResponseBroken("connection closed before the answer was complete")
+        yield
+
+    def _until(self, marker: bytes, limit: int) -> Generator[None, None, bytes]:
         while (end := self.buffer.find(marker)) < 0:
             if len(self.buffer) > limit:
                 raise ResponseBroken("answer head too large")
-            self._fill()
+            yield from self._more()
         line, self.buffer = self.buffer[:end], self.buffer[end + len(marker) :]
         return line
 
-    def _read_exactly(self, size: int) -> bytes:
+    def _exactly(self, size: int) -> Generator[None, None, bytes]:
         while len(self.buffer) < size:
-            self._fill()
+            yield from self._more()
         data, self.buffer = self.buffer[:size], self.buffer[size:]
         return data
 
-    def _read_to_end(self) -> bytes:
-        while True:
-            try:
-                self._fill()
-            except ResponseBroken:
-                data, self.buffer = self.buffer, b""
-                return data
+    def _to_end(self) -> Generator[None, None, bytes]:
+        while not self.closed:
             if len(self.buffer) > MAX_BODY_BYTES:
                 raise ResponseBroken("answer body too large")
+            yield
+        data, self.buffer = self.buffer, b""
+        return data
 
-    def _read_chunked(self) -> bytes:
+    def _chunked(self) -> Generator[None, None, bytes]:
         parts: list[bytes] = []
         total = 0
         while True:
-            size_line = self._read_until(b"\r\n", MAX_HEAD_BYTES)
+            size_line = yield from self._until(b"\r\n", MAX_HEAD_BYTES)
             try:
                 size = int(size_line.split(b";", 1)[0].strip(), 16)
             except ValueError:
                 raise ResponseBroken("bad chunk size") from None
             if size == 0:
-                while self._read_until(b"\r\n", MAX_HEAD_BYTES):  # trailers, then the blank line
+                while (yield from self._until(b"\r\n", MAX_HEAD_BYTES)):  # trailers, blank line
                     pass
                 return b"".join(parts)
             total += size
             if total > MAX_BODY_BYTES:
                 raise ResponseBroken("answer body too large")
-            parts.append(self._read_exactly(size))
-            self._read_exactly(2)
+            parts.append((yield from self._exactly(size)))
+            yield from self._exactly(2)
 
-    def exchange(self, request: bytes, head_only: bool) -> RawAnswer:
-        """Send one request and read its whole answer."""
-        self.sock.sendall(request)
-        head = self._read_until(b"\r\n\r\n", MAX_HEAD_BYTES)
+    def _parse(self, head_only: bool) -> Generator[None, None, RawAnswer]:
+        head = yield from self._until(b"\r\n\r\n", MAX_HEAD_BYTES)
         status_line, _, header_block = head.partition(b"\r\n")
         version, _, rest = status_line.partition(b" ")
         if not version.startswith(b"HTTP/1."):
@@ -142,12 +160,39 @@ class Connection:
         if head_only or status in BODILESS_STATUSES or 100 <= status < 200:
             body = b""
         elif chunked:
-            body = self._read_chunked()
+            body = yield from self._chunked()
         elif length is not None:
-            body = self._read_exactly(length)
+            body = yield from self._exactly(length)
         else:
-            body, reusable = self._read_to_end(), False
+            body, reusable = (yield from self._to_end()), False
         return RawAnswer(status, headers, body, reusable)
+
+
+class Connection:
+    """One socket to an upstream, with the bytes read past the last answer."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = b""
+
+    def dropped(self) -> bool:
+        """An idle kept-alive socket that is readable was closed (or spoke out of turn)."""
+        readable, _, _ = select.select([self.sock], [], [], 0)
+        return bool(readable) or bool(self.buffer)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def exchange(self, request: bytes, head_only: bool) -> RawAnswer:
+        """Send one request and read its whole answer."""
+        self.sock.sendall(request)
+        parser = AnswerParser(head_only, self.buffer)
+        answer = parser.feed(b"")
+        while answer is None:
+            chunk = self.sock.recv(RECV_BYTES)
+            answer = parser.feed(chunk) if chunk else parser.end()
+        self.buffer = parser.buffer
+        return answer
 
 
 class Upstream:
@@ -181,41 +226,45 @@ class Upstream:
         sock.settimeout(self.read_timeout)
         return Connection(sock)
 
-    def _take(self) -> Connection:
+    def take_idle(self) -> Connection | None:
+        """A kept-alive connection that is still open, else None."""
         while True:
             with self._lock:
                 connection = self._idle.pop() if self._idle else None
-            if connection is None:
-                return self._connect()
-            if not connection.dropped():
+            if connection is None or not connection.dropped():
                 return connection
             connection.close()
 
-    def _give_back(self, connection: Connection) -> None:
+    def give_back(self, connection: Connection) -> None:
+        """Keep a connection whose last answer was complete (at most `pool_size` idle)."""
         with self._lock:
             if len(self._idle) < self.pool_size:
                 self._idle.append(connection)
                 return
         connection.close()
 
-    def request(
-        self, method: str, path: str, body: bytes, headers: list[tuple[str, str]]
-    ) -> RawAnswer:
-        """One exchange on a kept-alive connection; a connection that failed is closed."""
+    def encoded(self, method: str, path: str, body: bytes, headers: list[tuple[str, str]]) -> bytes:
+        """A request's bytes as this client sends them."""
         lines = [f"{method} {self.prefix}{path} HTTP/1.1".encode("latin-1")]
         lines.append(b"Host: " + self.host_header)
         lines.extend(f"{name}: {value}".encode("latin-1") for name, value in headers)
         if body or method in {"POST", "PUT", "PATCH"}:
             lines.append(b"Content-Length: %d" % len(body))
-        request = b"\r\n".join(lines) + b"\r\n\r\n" + body
-        connection = self._take()
+        return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+    def request(
+        self, method: str, path: str, body: bytes, headers: list[tuple[str, str]]
+    ) -> RawAnswer:
+        """One exchange on a kept-alive connection; a connection that failed is closed."""
+        request = self.encoded(method, path, body, headers)
+        connection = self.take_idle() or self._connect()
         try:
             answer = connection.exchange(request, head_only=method == "HEAD")
         except BaseException:
             connection.close()
             raise
         if answer.reusable:
-            self._give_back(connection)
+            self.give_back(connection)
         else:
             connection.close()
         return answer

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from frontend.http1 import ConnectFailed, Upstream
+from frontend.http1 import ConnectFailed, Connection, RawAnswer, Upstream
 
 # The inference API (inference_service/openapi.json, a test keeps them equal): path ->
 # methods, and whether a request whose connection broke may be sent again.
@@ -95,6 +95,25 @@ class UpstreamError(Exception):
         self.message = message
 
 
+@dataclass
+class Attempt:
+    """One request on its way to the upstreams."""
+
+    method: str
+    path: str
+    body: bytes
+    headers: list[tuple[str, str]]
+    repeatable: bool
+    """Whether a broken connection may still be answered by sending it again."""
+    failed_upstream: str | None = None
+    """The upstream on which it broke (then it is not repeatable any more)."""
+
+    def broke_on(self, upstream: str) -> None:
+        """Its connection to `upstream` broke after it was sent: the one repeat is used up."""
+        self.repeatable = False
+        self.failed_upstream = upstream
+
+
 @dataclass(frozen=True)
 class Answer:
     status: int
@@ -150,15 +169,15 @@ class UpstreamPool:
             else:
                 self._down_until[upstream] = self._clock() + DOWN_SECONDS
 
-    def forward(
+    def prepare(
         self,
         method: str,
         path: str,
         body: bytes,
         environ: Mapping[str, Any],
         forwarded: Mapping[str, str],
-    ) -> Answer:
-        """Send one request and return the first upstream answer.
+    ) -> Attempt:
+        """The request to send upstream.
 
         `path` is one of `ROUTES`, followed by the query string; of the
         client's headers (read from its WSGI `environ`) only the
@@ -173,31 +192,78 @@ class UpstreamPool:
         # Header values come from parsed requests, but a line break must never split one.
         sent = [(n, v) for n, v in sent if not _UNSAFE_IN_HEADER.intersection(v)]
         repeatable = (method, path.partition("?")[0]) in SAFE_TO_REPEAT
+        return Attempt(method, path, body, sent, repeatable)
+
+    def encoded(self, attempt: Attempt, upstream: str) -> bytes:
+        """The request's bytes as `upstream` gets them."""
+        return self._pools[upstream].encoded(
+            attempt.method, attempt.path, attempt.body, attempt.headers
+        )
+
+    def idle_connection(self, upstream: str) -> Connection | None:
+        """A kept-alive plain-HTTP connection to `upstream`, non-blocking, for an exchange in
+        the worker's main loop (frontend/loop_proxy.py); None leaves the request to a thread
+        (which connects, and whose connection then stays in the pool for the loop's use)."""
+        pool = self._pools[upstream]
+        connection = None if pool.tls else pool.take_idle()
+        if connection is not None:
+            connection.sock.setblocking(False)
+        return connection
+
+    def give_back(self, upstream: str, connection: Connection) -> None:
+        """A main-loop connection whose answer was complete, back in blocking mode."""
+        pool = self._pools[upstream]
+        connection.sock.settimeout(pool.read_timeout)
+        pool.give_back(connection)
+
+    def failed(self, attempt: Attempt, upstream: str, error: OSError) -> UpstreamError | None:
+        """Count and judge a failed exchange: None to try the next upstream, else the answer.
+
+        A connection that could not be established moves on; an upstream too slow
+        to answer is a 504; a connection that broke after the request was sent is
+        sent once more, to another upstream, only if the request is safe to repeat.
+        """
+        if isinstance(error, ConnectFailed):
+            self._mark(upstream, healthy=False)
+            self._on_attempt(upstream, "connect_error")
+            return None
+        if isinstance(error, TimeoutError):  # socket.timeout: sent, no answer in time
+            self._on_attempt(upstream, "timeout")
+            return UpstreamError(
+                504, "upstream_timeout", "The tagging service took too long to answer."
+            )
+        # ResponseBroken, resets, EOF after the request was sent
+        self._on_attempt(upstream, "broken")
+        self._mark(upstream, healthy=False)
+        if attempt.repeatable:
+            attempt.broke_on(upstream)  # once: a request that breaks replicas must not visit all
+            return None
+        return UpstreamError(502, "upstream_failed", "The tagging service dropped the connection.")
+
+    def answered(self, upstream: str, answer: RawAnswer) -> Answer:
+        """Count a good exchange; the answer without its hop-by-hop headers."""
+        self._mark(upstream, healthy=True)
+        self._on_attempt(upstream, "ok")
+        kept = [(n, v) for n, v in answer.headers if n.lower() not in DROPPED_RESPONSE_HEADERS]
+        return Answer(answer.status, answer.body, kept, upstream)
+
+    def forward(self, attempt: Attempt) -> Answer:
+        """Send one request and return the first upstream answer (`UpstreamError` if none).
+
+        An attempt that already broke on one upstream (`failed_upstream`, on the
+        main loop's path) goes on to the others, as if this loop had tried it first.
+        """
         for upstream in self.order():
-            try:
-                answer = self._pools[upstream].request(method, path, body, sent)
-            except ConnectFailed:
-                self._mark(upstream, healthy=False)
-                self._on_attempt(upstream, "connect_error")
+            if upstream == attempt.failed_upstream:
                 continue
-            except TimeoutError as error:  # socket.timeout: sent, no answer in time
-                self._on_attempt(upstream, "timeout")
-                raise UpstreamError(
-                    504, "upstream_timeout", "The tagging service took too long to answer."
-                ) from error
-            except OSError as error:  # ResponseBroken, resets, EOF after the request was sent
-                self._on_attempt(upstream, "broken")
-                self._mark(upstream, healthy=False)
-                if repeatable:
-                    repeatable = False  # once: a request that breaks replicas must not visit all
-                    continue
-                raise UpstreamError(
-                    502, "upstream_failed", "The tagging service dropped the connection."
-                ) from error
-            self._mark(upstream, healthy=True)
-            self._on_attempt(upstream, "ok")
-            kept = [(n, v) for n, v in answer.headers if n.lower() not in DROPPED_RESPONSE_HEADERS]
-            return Answer(answer.status, answer.body, kept, upstream)
+            pool = self._pools[upstream]
+            try:
+                answer = pool.request(attempt.method, attempt.path, attempt.body, attempt.headers)
+            except OSError as error:
+                if (failure := self.failed(attempt, upstream, error)) is not None:
+                    raise failure from error
+                continue
+            return self.answered(upstream, answer)
         raise UpstreamError(
             503, "upstream_unavailable", "The tagging service cannot be reached right now."
         )

@@ -46,6 +46,10 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 ROUTE_KEY = "tagloop.route"
 """Environ key where a handler that answers without Flask routing (a plain WSGI route in
 front of the app) names its route template, the `endpoint` label Flask's rule would give."""
+STARTED_KEY = "tagloop.started"
+"""Environ key of the request's `time.perf_counter()` start when work on it began before the
+app was called (the UI's main loop fetches the upstream answer first): its duration counts
+from there. Read as the answer starts, so a handler inside the app may set it too."""
 
 
 def install(app: Flask) -> None:
@@ -66,7 +70,8 @@ def _record(
     endpoint = environ.get(ROUTE_KEY) or _flask_route(environ)
     method = environ.get("REQUEST_METHOD", "")
     method = method if method in _METHODS else "OTHER"
-    _duration(endpoint, method)(time.perf_counter() - started)
+    began = environ.get(STARTED_KEY) or started
+    _duration(endpoint, method)(time.perf_counter() - began)
     _requests(endpoint, method, int(status[:3]))(1)
 
 

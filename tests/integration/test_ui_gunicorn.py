@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import http.client
 import re
 import subprocess
+import threading
 
 import pytest
 import requests
@@ -65,3 +67,32 @@ def test_bad_configuration_stops_start_up_with_a_clear_message(
     )
     assert result.returncode == 2
     assert message in result.stderr
+
+
+def test_a_waiting_proxied_request_holds_no_thread(
+    kept_alive_upstreams: list[str], release: threading.Event, held: threading.Event
+) -> None:
+    """With one thread, a page route is answered while a proxied request waits for its replica:
+    the wait is in the worker's main loop (frontend/loop_proxy.py), not in the thread."""
+    with start_ui(kept_alive_upstreams[:1], TAGLOOP_THREADS="1") as ui:
+        session = requests.Session()
+        # A first proxied request leaves a kept-alive upstream connection for the loop.
+        assert session.get(ui.base_url + "/api/tags", timeout=5).status_code == 200
+        release.clear()
+        held.clear()
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(requests.get, ui.base_url + "/api/model", timeout=10)
+            assert held.wait(5), "the replica never got the request"
+            page = requests.get(ui.base_url + "/ui/config", timeout=5)
+            assert page.status_code == 200
+            assert not waiting.done()
+            release.set()
+            answer = waiting.result()
+        assert answer.status_code == 200 and answer.json()["upstream"] == "a"
+        assert "Set-Cookie" in answer.headers
+        assert answer.headers["X-Content-Type-Options"] == "nosniff"
+        metrics = session.get(ui.base_url + "/metrics", timeout=5).text
+        assert re.search(
+            r'tagloop_http_request_duration_seconds_count\{endpoint="/api/<path:rest>",method="GET"\} 2.0',
+            metrics,
+        )

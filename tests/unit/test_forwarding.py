@@ -27,7 +27,12 @@ VALUES = st.sampled_from(
 def seen_by_app(middleware: Any, environ: dict[str, Any]) -> dict[str, Any]:
     """The environ the wrapped app is called with."""
     seen: list[dict[str, Any]] = []
-    middleware.app = lambda env, start_response: seen.append(dict(env)) or []
+
+    def app(env: dict[str, Any], start_response: Any) -> list[bytes]:
+        seen.append(dict(env))
+        return []
+
+    middleware.app = app
     if isinstance(middleware, TrustedProxyFix):
         middleware.fixed.app = middleware.app
     middleware(dict(environ), None)

@@ -7,13 +7,16 @@ upstream sends, and must end as a clean answer or an OSError, never a hang.
 
 from __future__ import annotations
 
+import itertools
 import socket
 import threading
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from frontend.http1 import ConnectFailed, ResponseBroken, Upstream
+from frontend.http1 import AnswerParser, ConnectFailed, RawAnswer, ResponseBroken, Upstream
 from tagloop_dev.processes import free_port
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
@@ -142,3 +145,66 @@ def test_silent_upstream_is_a_timeout(canned: list[CannedServer]) -> None:
     canned.append(server)
     with pytest.raises(TimeoutError):
         upstream(server, read_timeout=0.2).request("GET", "/api/model", b"", [])
+
+
+FRAMINGS = [
+    OK,
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2;x=1\r\n{}\r\n1\r\n!\r\n0\r\nT: 1\r\n\r\n",
+    b"HTTP/1.1 204 No Content\r\nX-A: b\r\n\r\n",
+    b"HTTP/1.0 200 OK\r\n\r\nuntil-close",
+    b"HTTP/1.1 503 Busy\r\nConnection: close\r\nContent-Length: 3\r\n\r\nbye",
+]
+
+
+def parse_in_pieces(data: bytes, cuts: list[int], head_only: bool = False) -> RawAnswer:
+    """What the parser makes of `data` arriving in pieces cut at `cuts`, then the close."""
+    parser = AnswerParser(head_only)
+    edges = [0, *sorted(cut % (len(data) + 1) for cut in cuts), len(data)]
+    for start, stop in itertools.pairwise(edges):
+        if (answer := parser.feed(data[start:stop])) is not None:
+            return answer
+    return parser.end()
+
+
+@given(
+    answer=st.sampled_from(FRAMINGS),
+    cuts=st.lists(st.integers(min_value=0, max_value=200), max_size=8),
+)
+def test_answers_parse_alike_however_the_bytes_arrive(answer: bytes, cuts: list[int]) -> None:
+    assert parse_in_pieces(answer, cuts) == parse_in_pieces(answer, [])
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        (
+            OK,
+            RawAnswer(
+                200, [("Content-Type", "application/json"), ("Content-Length", "2")], b"{}", True
+            ),
+        ),
+        (FRAMINGS[1], RawAnswer(200, [("Transfer-Encoding", "chunked")], b"{}!", True)),
+        (FRAMINGS[2], RawAnswer(204, [("X-A", "b")], b"", True)),
+        (FRAMINGS[3], RawAnswer(200, [], b"until-close", False)),
+        (
+            FRAMINGS[4],
+            RawAnswer(503, [("Connection", "close"), ("Content-Length", "3")], b"bye", False),
+        ),
+    ],
+)
+def test_parsed_answers(answer: bytes, expected: RawAnswer) -> None:
+    assert parse_in_pieces(answer, []) == expected
+
+
+def test_bytes_past_the_answer_stay_in_the_buffer() -> None:
+    parser = AnswerParser(head_only=False)
+    assert parser.feed(OK + b"HTTP/1.1 2") is not None
+    assert parser.buffer == b"HTTP/1.1 2"
+
+
+@pytest.mark.parametrize("cut", [0, 5, len(OK) - 1])
+def test_a_close_before_the_answer_is_complete_is_response_broken(cut: int) -> None:
+    parser = AnswerParser(head_only=False)
+    assert parser.feed(OK[:cut]) is None
+    with pytest.raises(ResponseBroken):
+        parser.end()

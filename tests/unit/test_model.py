@@ -45,8 +45,8 @@ def numpy_features(model: TagModel, title: str) -> tuple[np.ndarray, np.ndarray]
         counted.append(counts)
     size = sum(map(len, counted))
     columns = np.fromiter(itertools.chain(*counted), dtype=np.intp, count=size)
-    counts = itertools.chain.from_iterable(block.values() for block in counted)
-    weights = np.log(np.fromiter(counts, dtype=np.float32, count=size))
+    values = itertools.chain.from_iterable(block.values() for block in counted)
+    weights = np.log(np.fromiter(values, dtype=np.float32, count=size))
     weights += 1.0
     weights *= model.idf_[columns]
     start = 0

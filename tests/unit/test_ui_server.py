@@ -341,7 +341,7 @@ def test_a_repeatable_request_is_sent_at_most_twice(hang_up: str) -> None:
         on_attempt=lambda upstream, outcome: attempts.append(outcome),
     )
     with pytest.raises(UpstreamError) as failed:
-        pool.forward("POST", "/api/predict", b"{}", {}, {})
+        pool.forward(pool.prepare("POST", "/api/predict", b"{}", {}, {}))
     assert failed.value.status == 502
     assert attempts == ["broken", "broken"]
 
