@@ -30,7 +30,7 @@ import logging
 import selectors
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol
 
 from frontend.edge import Edge
 from frontend.fast_api import PREFETCHED_KEY, HandOver, HandOvers, fast_route, upstream_path
@@ -52,11 +52,6 @@ class Timers(Protocol):
     def expire_at(self, deadline: float, callback: Callable[[], None]) -> None: ...
 
 
-class Connections(Protocol):
-    nr_conns: int
-    """Open client connections (gunicorn's ThreadWorker counts them)."""
-
-
 class Exchange(Protocol):
     """What this handler uses of the worker's view of one complete request
     (tagloop.web.main_loop.Exchange)."""
@@ -76,6 +71,8 @@ class Exchange(Protocol):
     def respond(self) -> None: ...
 
     def to_thread(self) -> None: ...
+
+    def abort(self) -> None: ...
 
 
 class UpstreamExchange:
@@ -298,7 +295,7 @@ class _Proxied:
             self._settle(outcome)
         except Exception:
             log.exception("main-loop proxy failed on %s; connection closed", self.attempt.path)
-            _abandon(self.exchange)
+            self.exchange.abort()
 
     def _settle(self, outcome: Outcome) -> None:
         upstreams, exchange, upstream = self.proxy.upstreams, self.exchange, self.upstream
@@ -318,10 +315,3 @@ class _Proxied:
             return
         exchange.environ[PREFETCHED_KEY] = failure
         exchange.respond()
-
-
-def _abandon(exchange: Exchange) -> None:
-    """Close the client's connection as the worker does for a handler that failed
-    (buffered_worker's `_hand_over`); the worker is a gunicorn ThreadWorker."""
-    cast(Connections, exchange.worker).nr_conns -= 1
-    exchange.conn.close()

@@ -234,8 +234,7 @@ class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
                 self._handlers[request.method, request.path](exchange)
             except Exception:  # a handler's bug must not stop the loop that serves everyone
                 self.log.exception("main-loop handler failed on %s %s", request.method, request.uri)
-                self.nr_conns -= 1
-                pending.conn.close()
+                self.abandon(pending.conn)
             return
         self.serve_in_thread(pending.conn, data)
 
@@ -245,6 +244,11 @@ class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
         conn.parser.unreader.unread(data)
         conn.data_ready = True
         self.enqueue_req(conn)
+
+    def abandon(self, conn: TConn) -> None:
+        """Close a connection whose request cannot be answered (a main-loop handler failed)."""
+        self.nr_conns -= 1
+        conn.close()
 
     def send_answer(self, conn: TConn, data: bytes, keepalive: bool) -> None:
         """Send an answer made in the main loop without waiting on the client: what does not

@@ -255,6 +255,8 @@ class Loop(Protocol):
 
     def send_answer(self, conn: Any, data: bytes, keepalive: bool) -> None: ...
 
+    def abandon(self, conn: Any) -> None: ...
+
     def serve_in_thread(self, conn: Any, data: bytes) -> None: ...
 
     def expire_at(self, deadline: float, callback: Callable[[], None]) -> None: ...
@@ -287,6 +289,10 @@ class Exchange:
     def to_thread(self) -> None:
         """Serve the request the ordinary way instead (a pool thread, gunicorn's parser)."""
         self.worker.serve_in_thread(self.conn, self._data)
+
+    def abort(self) -> None:
+        """Close the client's connection unanswered (a handler that cannot go on: its bug)."""
+        self.worker.abandon(self.conn)
 
     def respond(self) -> None:
         """Run the app on `environ` and send its answer, as gthread's `handle_request` does."""

@@ -93,6 +93,11 @@ class LoopExchange:
         """As the worker's thread path: the request parsed again, a new environ."""
         self._run(self._environ(), "thread")
 
+    def abort(self) -> None:
+        """As the worker's `abandon`: the connection closed and no longer counted."""
+        self.worker.nr_conns -= 1
+        self._close()
+
     def _run(self, environ: dict[str, Any], seen_by: str) -> None:
         assert self.answer is None, "answered twice"
         body, status, headers = run_wsgi_app(self.app, environ)
