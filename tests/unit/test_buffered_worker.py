@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
 import socket
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from gunicorn.config import Config
 
 from tagloop.web import buffered_worker
-from tagloop.web.buffered_worker import BODY_BUFFER_BYTES, MAX_HEAD_BYTES, bounded, request_complete
+from tagloop.web.buffered_worker import (
+    BODY_BUFFER_BYTES,
+    MAX_HEAD_BYTES,
+    BufferedThreadWorker,
+    bounded,
+    request_complete,
+)
 
 HEAD = b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
 
@@ -46,3 +57,25 @@ def test_a_stalled_client_reads_as_gone(monkeypatch: pytest.MonkeyPatch) -> None
             assert bounded_server.recv(10) == b""  # nothing came: treated as a hang-up
             with pytest.raises(ConnectionResetError):
                 bounded_server.sendall(b"x" * 50_000_000)  # the client never reads
+
+
+def test_a_second_sigquit_inside_the_first_does_not_deadlock() -> None:
+    """A process-group stop delivers SIGQUIT twice; the second handler run can start inside
+    the first, while it holds the thread pool's shutdown lock."""
+    cfg = Config()
+    worker = BufferedThreadWorker(0, os.getppid(), [], None, 30, cfg, logging.getLogger("test"))
+    worker.tpool = ThreadPoolExecutor(1)
+    shutdown = worker.tpool.shutdown
+    nested: list[str] = []
+
+    def shutdown_interrupted(wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with worker.tpool._shutdown_lock:  # where the second signal arrived in the real hang
+            if not nested:
+                nested.append("second SIGQUIT")
+                worker.handle_quit(signal.SIGQUIT, None)  # would wait forever on the lock
+        shutdown(wait=wait, cancel_futures=cancel_futures)
+
+    worker.tpool.shutdown = shutdown_interrupted  # type: ignore[method-assign]
+    with pytest.raises(SystemExit):
+        worker.handle_quit(signal.SIGQUIT, None)
+    assert nested == ["second SIGQUIT"] and not worker.alive
