@@ -37,6 +37,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from gunicorn.workers.base import Worker
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from tagloop.web.main_loop import Exchange, Handler, RequestReader, reader_for
@@ -149,14 +150,21 @@ class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
         self._quitting = False
 
     def handle_quit(self, sig: int, frame: Any) -> None:
-        """gthread's quick exit, once. A stop of the whole process group sends SIGQUIT twice
-        (from the caller and again from the arbiter); a second handler run inside the first
-        waits forever on the thread pool's shutdown lock the first one holds, and the arbiter
-        kills the worker only after `graceful_timeout`."""
+        """The quick exit (SIGQUIT), without touching the thread pool, and once.
+
+        gthread's handler shuts the pool down from inside the signal handler,
+        which waits forever on the pool's lock when the signal lands while the
+        main thread holds it: while it submits a request, or inside a first
+        handler run (a stop of the whole process group delivers SIGQUIT twice,
+        from the caller and again from the arbiter). The arbiter then kills the
+        worker only after `graceful_timeout`. The pool is shut down the same
+        way (no wait for queued work, threads joined) by concurrent.futures'
+        exit hook once `sys.exit` unwinds the main thread.
+        """
         if self._quitting:
             return
         self._quitting = True
-        super().handle_quit(sig, frame)
+        Worker.handle_quit(self, sig, frame)
 
     def load_wsgi(self) -> None:
         super().load_wsgi()
