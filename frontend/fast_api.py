@@ -52,11 +52,14 @@ HAND_OVER_NOTES = 1024
 
 @dataclass(frozen=True)
 class HandOver:
-    """What the main loop knows of a request it hands to a thread after its connection to an
-    upstream broke: when the request started, and on which upstream it was sent."""
+    """What the main loop knows of a request it hands to a thread: when the request started,
+    and the upstream whose turn it took: its connection to it broke after the request was
+    sent (`broken`), or it had no idle connection to it (the thread starts there, so that
+    the loop's turn holds and every upstream gets its share and its kept-alive connections)."""
 
     started: float
-    failed_upstream: str
+    upstream: str
+    broken: bool
 
 
 class HandOvers:
@@ -149,7 +152,7 @@ class FastApi:
         path = upstream_path(route, environ)
         try:
             outcome = environ.get(PREFETCHED_KEY) or self._forward(
-                environ, method, path, length, note.failed_upstream if note else None
+                environ, method, path, length, note
             )
             if isinstance(outcome, UpstreamError):
                 response = upstream_failure(outcome, method, path)
@@ -174,14 +177,16 @@ class FastApi:
         method: str,
         path: str,
         length: int,
-        failed_upstream: str | None,
+        note: HandOver | None,
     ) -> Answer | UpstreamError:
-        """The upstreams' answer, or why there is none (after the main loop's broken attempt
-        on `failed_upstream`, the others, and no repeat)."""
+        """The upstreams' answer, or why there is none (after the main loop's broken attempt,
+        the others and no repeat; after its turn without a connection, from that upstream)."""
         body = environ["wsgi.input"].read(length) if length else b""
         attempt = self.upstreams.prepare(method, path, body, environ, self.edge.forwarded(environ))
-        if failed_upstream is not None:
-            attempt.broke_on(failed_upstream)
+        if note is not None and note.broken:
+            attempt.broke_on(note.upstream)
+        elif note is not None:
+            attempt.first = note.upstream
         try:
             return self.upstreams.forward(attempt)
         except UpstreamError as error:

@@ -211,7 +211,8 @@ class LoopProxy:
             return
         upstream = self.upstreams.order()[0]
         connection = self.upstreams.idle_connection(upstream)
-        if connection is None:
+        if connection is None:  # a thread connects, starting at the upstream of this turn
+            self.handovers.leave(exchange.conn.sock, HandOver(started, upstream, broken=False))
             exchange.to_thread()
             return
         environ[httpmetrics.STARTED_KEY] = started
@@ -310,7 +311,9 @@ class _Proxied:
         self.connection.close()
         failure = upstreams.failed(self.attempt, upstream, outcome)
         if failure is None:  # broke after it was sent: a thread tries the others
-            self.proxy.handovers.leave(exchange.conn.sock, HandOver(self.started, upstream))
+            self.proxy.handovers.leave(
+                exchange.conn.sock, HandOver(self.started, upstream, broken=True)
+            )
             exchange.to_thread()
             return
         exchange.environ[PREFETCHED_KEY] = failure

@@ -107,6 +107,9 @@ class Attempt:
     """Whether a broken connection may still be answered by sending it again."""
     failed_upstream: str | None = None
     """The upstream on which it broke (then it is not repeatable any more)."""
+    first: str | None = None
+    """The upstream whose turn it is, taken already (by the main loop, which had no idle
+    connection to it): the attempt starts there instead of taking the next turn."""
 
     def broke_on(self, upstream: str) -> None:
         """Its connection to `upstream` broke after it was sent: the one repeat is used up."""
@@ -150,9 +153,11 @@ class UpstreamPool:
         self._lock = threading.Lock()
         self._down_until: dict[str, float] = {}
 
-    def order(self) -> Sequence[str]:
-        """Upstreams to try for the next request: round-robin, recently failed ones last."""
-        rotated = self._rotations[next(self._turn) % len(self.upstreams)]  # atomic under the GIL
+    def order(self, first: str | None = None) -> Sequence[str]:
+        """Upstreams to try for the next request: round-robin (from `first` when its turn was
+        taken already), recently failed ones last."""
+        turn = self.upstreams.index(first) if first else next(self._turn)  # atomic under the GIL
+        rotated = self._rotations[turn % len(self.upstreams)]
         if not self._down_until:  # the usual case: no lock, nothing to sort
             return rotated
         with self._lock:
@@ -253,7 +258,7 @@ class UpstreamPool:
         An attempt that already broke on one upstream (`failed_upstream`, on the
         main loop's path) goes on to the others, as if this loop had tried it first.
         """
-        for upstream in self.order():
+        for upstream in self.order(attempt.first):
             if upstream == attempt.failed_upstream:
                 continue
             pool = self._pools[upstream]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import json
 import logging
 import selectors
 import socket
@@ -294,6 +295,22 @@ def test_without_an_idle_upstream_connection_a_thread_connects(
     assert {exchange.answer[0] for exchange in served if exchange.answer} == {200}
 
 
+def test_without_idle_connections_the_upstreams_still_take_turns(
+    kept_alive_upstreams: list[str],
+) -> None:
+    """The loop's turn holds when it has no idle connection to that upstream: the thread starts
+    there (it once took the next turn, and every request went to the upstream the threads had
+    connected to, the other one never getting a connection or a request)."""
+    config = UISettings.from_env({"TAGLOOP_UI_UPSTREAMS": ",".join(kept_alive_upstreams)})
+    app = create_app(config, TITLES)
+    served = [serve_in_loop(app, builder("POST", "/api/predict", data=b"{}")) for _ in range(6)]
+    upstreams = [
+        json.loads(exchange.answer[2])["upstream"] for exchange in served if exchange.answer
+    ]
+    assert upstreams == ["a", "b"] * 3
+    assert [exchange.seen_by for exchange in served] == ["thread", "thread"] + ["loop"] * 4
+
+
 @pytest.fixture
 def answers_once() -> Iterator[str]:
     """An upstream that answers the first request on each connection and hangs up on the next
@@ -441,7 +458,7 @@ def test_hand_over_notes_stay_bounded() -> None:
     notes = HandOvers(limit=3)
     sockets = [object() for _ in range(5)]
     for number, sock in enumerate(sockets):
-        notes.leave(sock, HandOver(float(number), "http://a"))
+        notes.leave(sock, HandOver(float(number), "http://a", broken=True))
     assert notes.take({"gunicorn.socket": sockets[0]}) is None  # the oldest went first
-    assert notes.take({"gunicorn.socket": sockets[4]}) == HandOver(4.0, "http://a")
+    assert notes.take({"gunicorn.socket": sockets[4]}) == HandOver(4.0, "http://a", broken=True)
     assert notes.take({"gunicorn.socket": sockets[4]}) is None  # taken once
