@@ -15,8 +15,9 @@ thread path, and the request's duration counts from its start here
 
 Everything else takes the ordinary thread path (`exchange.to_thread()`), so
 the failover rules stay in one place (`proxy.UpstreamPool`): a TLS upstream or
-none with an idle connection (the thread connects; its connection then stays
-in the pool for the loop), and a connection that broke on the loop's attempt
+none with an idle connection (the thread connects to the upstream whose turn
+it was, so that the round-robin holds; its connection then stays in the pool
+for the loop), and a connection that broke on the loop's attempt
 (the thread goes on to the other upstreams, without repeating the request
 again: `fast_api.HandOvers`). An upstream too slow to answer is the
 504 the thread path gives, here without holding a thread.
