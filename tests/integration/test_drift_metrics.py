@@ -57,6 +57,13 @@ def test_drift_metrics_move_with_out_of_vocabulary_titles(
         replica = setup.replica
         version = setup.publisher.publish(metadata={TAG_COUNTS_KEY: counts})
         wait_until(lambda: replica.all_workers_serve(version), timeout=60, what="the model")
+        # The info gauge is a max over workers, so a worker still without any model does not
+        # show in it: also wait until a prediction is answered.
+        wait_until(
+            lambda: replica.post("/api/predict", json={"title": "warm"}).status_code == 200,
+            timeout=60,
+            what="a prediction from the worker this test talks to",
+        )
         before = totals(replica)
 
         chosen = predict_one_by_one(replica, test_data.titles[:60])
