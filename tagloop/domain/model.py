@@ -19,7 +19,7 @@ import bisect
 import inspect
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -184,6 +184,18 @@ class _ServingLists:
             return ys[j]
         slope = (ys[j + 1] - ys[j]) / (xs[j + 1] - xs[j])
         return slope * (centered - xs[j]) + ys[j]
+
+
+def normalise_blocks(weights: np.ndarray, sizes: Iterable[int]) -> None:
+    """Scale each consecutive block of `weights` (one per feature block) to unit length, in
+    place, as scikit-learn's l2 normalisation does per vectoriser."""
+    start = 0
+    for size in sizes:
+        part = weights[start : start + size]
+        norm = math.sqrt(float(part @ part))
+        if norm:
+            part /= norm
+        start += size
 
 
 class TagModel:
@@ -387,13 +399,7 @@ class TagModel:
             dtype=np.float32,
             count=size,
         )
-        start = 0
-        for block in counted:
-            part = weights[start : start + len(block)]
-            norm = math.sqrt(float(part @ part))
-            if norm:
-                part /= norm
-            start += len(block)
+        normalise_blocks(weights, map(len, counted))
         return columns, weights, words
 
     @staticmethod

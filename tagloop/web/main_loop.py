@@ -230,10 +230,6 @@ class _Collector:
     def sendall(self, data: bytes) -> None:
         self.parts.append(bytes(data))
 
-    def send(self, data: bytes) -> int:
-        self.sendall(data)
-        return len(data)
-
     def data(self) -> bytes:
         return b"".join(self.parts)
 

@@ -1,7 +1,6 @@
 """The tag model: quality floor, fast-path equivalence, prediction shape."""
 
 import itertools
-import math
 
 import numpy as np
 import pytest
@@ -13,6 +12,7 @@ from tagloop.domain.model import (
     TagModel,
     _best_f1_threshold,
     _isotonic_knots,
+    normalise_blocks,
 )
 from tagloop.domain.text import char_grams, grams_of, normalize_title, with_bigrams, words_of
 
@@ -49,13 +49,7 @@ def numpy_features(model: TagModel, title: str) -> tuple[np.ndarray, np.ndarray]
     weights = np.log(np.fromiter(values, dtype=np.float32, count=size))
     weights += 1.0
     weights *= model.idf_[columns]
-    start = 0
-    for block in counted:
-        part = weights[start : start + len(block)]
-        norm = math.sqrt(float(part @ part))
-        if norm:
-            part /= norm
-        start += len(block)
+    normalise_blocks(weights, map(len, counted))
     return columns, weights
 
 

@@ -146,6 +146,16 @@ def cookie(secret: bytes) -> str:
 SECRET = b"s" * 32
 
 
+def with_cookie(kwargs: dict[str, Any], cookies: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """A parametrised request's keyword arguments and headers, with its `Cookie` case: "valid"
+    (a cookie this UI issued), "" (none) or the header's literal value."""
+    kwargs = dict(kwargs)
+    headers = dict(kwargs.pop("headers", {}))
+    if cookies:
+        headers["Cookie"] = cookie(SECRET) if cookies == "valid" else cookies
+    return kwargs, headers
+
+
 @pytest.mark.parametrize(
     ("method", "path", "kwargs"),
     [
@@ -199,10 +209,7 @@ def test_well_formed_requests_are_answered_alike_without_the_flask_route(
     kwargs: dict[str, Any],
     cookies: str,
 ) -> None:
-    kwargs = dict(kwargs)
-    headers = dict(kwargs.pop("headers", {}))
-    if cookies:
-        headers["Cookie"] = cookie(SECRET) if cookies == "valid" else cookies
+    kwargs, headers = with_cookie(kwargs, cookies)
     seen = pair(
         upstreams[:1], method, path, {"annotator_secret": SECRET}, headers=headers, **kwargs
     )

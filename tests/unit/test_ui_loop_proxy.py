@@ -40,7 +40,14 @@ from frontend.proxy import UpstreamPool
 from frontend.settings import UISettings
 from tagloop.web.main_loop import main_loop_routes
 from tests.fixtures.pubsub import free_port
-from tests.unit.test_ui_fast_api import SECRET, Seen, _metrics, _normalised, cookie, header_text
+from tests.unit.test_ui_fast_api import (
+    SECRET,
+    Seen,
+    _metrics,
+    _normalised,
+    header_text,
+    with_cookie,
+)
 
 TITLES = ["a title"]
 Request = Callable[[], dict[str, Any]]
@@ -249,10 +256,7 @@ def test_proxied_routes_are_answered_in_the_loop_as_flask_answers(
     kwargs: dict[str, Any],
     cookies: str,
 ) -> None:
-    kwargs = dict(kwargs)
-    headers = dict(kwargs.pop("headers", {}))
-    if cookies:
-        headers["Cookie"] = cookie(SECRET) if cookies == "valid" else cookies
+    kwargs, headers = with_cookie(kwargs, cookies)
     both = compared(kept_alive_upstreams[:1])
     loop = assert_same(both.send(method, path, headers=headers, **kwargs))
     assert both.last is not None and both.last.seen_by == "loop"
